@@ -1,0 +1,1 @@
+"""Sightline: a self-hosted computer-vision service over ONNX Runtime. Never imports torch."""
