@@ -1,0 +1,48 @@
+"""Typed dependencies: routes ask for what they need, tests override it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+
+from app.detector import ObjectDetector
+from app.registry import ModelRegistry
+from app.settings import Settings
+
+T = TypeVar("T")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_detector(request: Request) -> ObjectDetector:
+    return get_registry(request).detector()
+
+
+class Offload:
+    """Runs blocking work (decode, ONNX Runtime, FAISS) on the app's thread pool, off the event loop."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+
+    async def __call__(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+
+def get_offload(request: Request) -> Offload:
+    return Offload(request.app.state.pool)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+DetectorDep = Annotated[ObjectDetector, Depends(get_detector)]
+OffloadDep = Annotated[Offload, Depends(get_offload)]

@@ -1,0 +1,67 @@
+"""``POST /detect``: objects in a photo."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.api.deps import DetectorDep, OffloadDep, SettingsDep
+from app.api.upload import read_upload
+from app.detector import DetectParams, ObjectDetector
+from app.errors import InvalidRequest
+from app.imaging import decode_image
+from app.schemas import Box, DetectResponse, Detection, DetectTimings, ErrorResponse, ImageSize, ModelRef
+
+router = APIRouter(tags=["detection"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+
+
+def _classes(detector: ObjectDetector, classes: str | None) -> frozenset[int] | None:
+    if classes is None:
+        return None
+    labels = [c.strip() for c in classes.split(",") if c.strip()]
+    if not labels:
+        raise InvalidRequest("classes is empty; give comma-separated labels, e.g. classes=car,pedestrian")
+    try:
+        return detector.class_ids(labels)
+    except KeyError as exc:
+        known = ", ".join(detector.meta.class_names)
+        raise InvalidRequest(f"unknown class {exc.args[0]!r}; this model knows: {known}",
+                             code="unknown_class") from None
+
+
+def _run(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams) -> DetectResponse:
+    t0 = time.perf_counter()
+    image = decode_image(data, max_pixels)
+    decode_ms = (time.perf_counter() - t0) * 1000
+    dets, times = detector.detect(image.rgb, params)
+    names = detector.meta.class_names
+    return DetectResponse(
+        model=ModelRef(name=detector.meta.name, version=detector.meta.version),
+        image=ImageSize(width=image.width, height=image.height),
+        detections=[Detection(box=Box(x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3])),
+                              score=float(s), class_id=int(c), label=names[int(c)])
+                    for b, s, c in zip(dets.boxes, dets.scores, dets.class_ids)],
+        timings_ms=DetectTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
+                                 inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3)),
+    )
+
+
+@router.post("/detect", response_model=DetectResponse, responses=ERRORS)
+async def detect(
+    detector: DetectorDep,
+    settings: SettingsDep,
+    offload: OffloadDep,
+    image: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP or GIF")],
+    conf: Annotated[float, Query(ge=0.0, le=1.0, description="minimum score")] = 0.25,
+    iou: Annotated[float, Query(ge=0.0, le=1.0, description="NMS IoU threshold, per class")] = 0.45,
+    max_det: Annotated[int, Query(ge=1, le=1000, description="most detections returned")] = 100,
+    classes: Annotated[str | None, Query(description="comma-separated labels to keep, e.g. car,pedestrian")] = None,
+) -> DetectResponse:
+    """Detect objects; boxes are in the original image's pixels (after EXIF orientation)."""
+    params = DetectParams(conf=conf, iou=iou, max_det=max_det, classes=_classes(detector, classes))
+    data = await read_upload(image)
+    return await offload(_run, detector, data, settings.max_pixels, params)

@@ -1,0 +1,28 @@
+"""The one settings class. Every field can be set from the environment with the ``SIGHTLINE_``
+prefix (``SIGHTLINE_MODELS_DIR=/models``) or from a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGHTLINE_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Field(ROOT / "models", description="folder of *.onnx models to serve")
+    data_dir: Path = Field(Path("./data"), description="gallery database and index")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit (413 above)")
+    max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit (413 above)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when it really initialises, else CPU; cuda: fail if CUDA is unusable")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per model; 0 = cores")
+    worker_threads: int = Field(0, ge=0, description="thread pool for decode/inference; 0 = cores + 2")
+    log_level: str = "INFO"

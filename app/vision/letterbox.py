@@ -1,0 +1,80 @@
+"""Letterbox: resize keeping the aspect ratio, pad to a square model input, and back.
+
+The forward map is ``x_in = x_img * scale + pad_x`` (same for y); :func:`unletterbox_boxes`
+inverts it. Continuous pixel coordinates throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was placed in the model input: scale, then offset by (pad_x, pad_y)."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    width: int   # original image width
+    height: int  # original image height
+    size: int    # model input side
+
+    @property
+    def content(self) -> tuple[int, int, int, int]:
+        """``(x1, y1, x2, y2)`` of the resized image inside the model input, in input pixels."""
+        return (self.pad_x, self.pad_y, self.pad_x + round(self.width * self.scale),
+                self.pad_y + round(self.height * self.scale))
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
+    """The placement of a ``width`` x ``height`` image in a ``size`` x ``size`` input, centred."""
+    scale = min(size / width, size / height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    return Letterbox(scale=scale, pad_x=(size - new_w) // 2, pad_y=(size - new_h) // 2,
+                     width=width, height=height, size=size)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Place an ``HxWx3 uint8`` image in a ``size x size x 3 uint8`` canvas padded with 114."""
+    h, w = image.shape[:2]
+    geo = letterbox_geometry(w, h, size)
+    x1, y1, x2, y2 = geo.content
+    interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (x2 - x1, y2 - y1), interpolation=interp) if geo.scale != 1 else image
+    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[y1:y2, x1:x2] = resized
+    return canvas, geo
+
+
+def letterbox_boxes(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """Map ``(N, 4)`` xyxy boxes from original-image pixels to model-input pixels."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * geo.scale
+    out[:, [0, 2]] += geo.pad_x
+    out[:, [1, 3]] += geo.pad_y
+    return out
+
+
+def unletterbox_boxes(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """Map ``(N, 4)`` xyxy boxes from model-input pixels back to original-image pixels, clipped."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    out[:, [0, 2]] -= geo.pad_x
+    out[:, [1, 3]] -= geo.pad_y
+    out /= geo.scale
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, geo.width)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, geo.height)
+    return out
+
+
+def to_tensor(images: np.ndarray, mean: tuple[float, float, float], std: tuple[float, float, float]
+              ) -> np.ndarray:
+    """``(B, H, W, 3) uint8`` RGB → ``(B, 3, H, W) float32`` with ``(x / 255 - mean) / std``."""
+    x = images.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(mean, dtype=np.float32)
+    x /= np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

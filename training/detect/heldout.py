@@ -1,0 +1,83 @@
+"""Held-out scoring the way users reach the model: POST each image to ``/detect`` (a running
+server with ``--url``, or the app in-process through its HTTP interface with ``--model``), or a
+training checkpoint directly; then pycocotools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from app.vision.postprocess import Detections
+from training.detect.evaluate import EVAL_CONF, evaluate_predictor
+
+EVAL_QUERY = {"conf": EVAL_CONF, "iou": 0.6, "max_det": 100}
+
+
+def _from_response(body: dict) -> Detections:
+    dets = body["detections"]
+    boxes = np.asarray([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in dets], dtype=np.float32)
+    return Detections(boxes.reshape(-1, 4), np.asarray([d["score"] for d in dets], dtype=np.float32),
+                      np.asarray([d["class_id"] for d in dets], dtype=np.int64))
+
+
+def http_predictor(post: Callable[..., object]) -> Callable[[Path], Detections]:
+    """``post(url, files=..., params=...)`` is httpx's or TestClient's ``post``."""
+
+    def predict(path: Path) -> Detections:
+        response = post("/detect", files={"image": (path.name, path.read_bytes(), "image/png")},
+                        params=EVAL_QUERY)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: /detect answered {response.status_code}: {response.text}")
+        return _from_response(response.json())
+
+    return predict
+
+
+@contextmanager
+def in_process_client(model: Path) -> Iterator[object]:
+    """A TestClient over the real app serving only ``model``'s folder, ready when yielded."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(models_dir=Path(model).parent))
+    with TestClient(app) as client:
+        deadline = time.time() + 120
+        while client.get("/readyz").status_code != 200:
+            if time.time() > deadline:
+                raise RuntimeError(f"server not ready: {client.get('/readyz').text}")
+            time.sleep(0.1)
+        yield client
+
+
+def checkpoint_predictor(checkpoint: Path) -> Callable[[Path], Detections]:
+    from training.detect.data import read_rgb
+    from training.detect.export import load_checkpoint
+    from training.detect.train import predict_one
+
+    model, _ = load_checkpoint(checkpoint)
+    return lambda path: predict_one(model, read_rgb(path))
+
+
+def evaluate(data: Path, checkpoint: Path | None = None, model: Path | None = None, url: str | None = None,
+             limit: int | None = None) -> dict[str, float]:
+    coco = Path(data) / "annotations.json" if Path(data).is_dir() else Path(data)
+    started = time.time()
+    if url:
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=60) as client:
+            metrics = evaluate_predictor(http_predictor(client.post), coco, limit=limit)
+    elif model:
+        with in_process_client(model) as client:
+            metrics = evaluate_predictor(http_predictor(client.post), coco, limit=limit)
+    else:
+        metrics = evaluate_predictor(checkpoint_predictor(checkpoint), coco, limit=limit)
+    n = limit or len(list((coco.parent / "images").glob("*")))
+    return {**metrics, "images": n, "seconds": round(time.time() - started, 1),
+            "source": url or str(model or checkpoint)}

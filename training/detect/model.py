@@ -1,0 +1,155 @@
+"""A YOLO-style anchor detector on a MobileNetV2 backbone with EfficientNet-style multipliers.
+
+Backbone: MobileNetV2 inverted-residual bottlenecks (1x1 expansion -> 3x3 depthwise -> 1x1 linear
+projection, residual when shapes match). ``width``, ``depth`` and ``resolution`` multipliers scale
+channels, repeats and the input side (EfficientNet's compound scaling knobs). Neck: a small FPN
+(top-down, strides 8, 16, 32). Head: a 1x1 conv per scale predicting, per anchor,
+``[t_obj, t_x, t_y, t_w, t_h, class logits]``; the exported model returns them raw, flattened to
+``(B, N, 5 + C)`` in the row order of :mod:`app.vision.anchors`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+# MobileNetV2 stages: (expansion t, channels c, repeats n, stride s).
+MBV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+               (6, 160, 3, 2), (6, 320, 1, 1))
+FEATURE_STAGES = (2, 4, 6)  # stage indices whose outputs are at strides 8, 16, 32
+STRIDES = (8, 16, 32)
+# Input normalisation, ``(x / 255 - mean) / std`` on RGB; travels in the ONNX metadata.
+NORM_MEAN = (0.0, 0.0, 0.0)
+NORM_STD = (1.0, 1.0, 1.0)
+
+
+def _round_channels(c: float, divisor: int = 8) -> int:
+    return max(divisor, int(c + divisor / 2) // divisor * divisor)
+
+
+@dataclass
+class DetectorConfig:
+    num_classes: int = 3
+    width: float = 0.5        # channel multiplier
+    depth: float = 0.67       # repeat multiplier
+    resolution: float = 1.0   # input side multiplier over base_size
+    base_size: int = 320
+    expansion: int = 4        # bottleneck expansion cap (MobileNetV2 uses 6; 4 trains ~2x faster on CPU)
+    neck_channels: int = 64
+    anchors: list[list[list[float]]] = field(default_factory=list)  # per stride: [[w, h], ...]
+
+    @property
+    def input_size(self) -> int:
+        return max(64, round(self.base_size * self.resolution / 32) * 32)
+
+    @property
+    def anchors_per_cell(self) -> int:
+        return len(self.anchors[0]) if self.anchors else 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Bottleneck(nn.Module):
+    """Inverted residual: (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        layers = [] if expansion == 1 else [conv_bn(cin, hidden, 1)]            # 1x1 expansion
+        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden),            # 3x3 depthwise
+                   conv_bn(hidden, cout, 1, act=False)]                          # 1x1 linear projection
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class Backbone(nn.Module):
+    """MobileNetV2 trunk returning features at strides 8, 16 and 32."""
+
+    def __init__(self, width: float, depth: float, max_expansion: int = 6) -> None:
+        super().__init__()
+        stem = _round_channels(32 * width)
+        self.stem = conv_bn(3, stem, 3, stride=2)                               # (B, stem, H/2, W/2)
+        self.stages = nn.ModuleList()
+        self.out_channels: list[int] = []
+        cin = stem
+        for i, (t, c, n, s) in enumerate(MBV2_STAGES):
+            cout = _round_channels(c * width)
+            repeats = max(1, math.ceil(n * depth))
+            t = min(t, max_expansion)
+            blocks = [Bottleneck(cin if j == 0 else cout, cout, s if j == 0 else 1, t) for j in range(repeats)]
+            self.stages.append(nn.Sequential(*blocks))
+            cin = cout
+            if i in FEATURE_STAGES:
+                self.out_channels.append(cout)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in FEATURE_STAGES:
+                feats.append(x)
+        return feats  # [(B, c8, H/8, W/8), (B, c16, H/16, W/16), (B, c32, H/32, W/32)]
+
+
+class Neck(nn.Module):
+    """Top-down FPN: lateral 1x1 convs, upsample-and-add, then a depthwise-separable 3x3 per level."""
+
+    def __init__(self, in_channels: list[int], channels: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_bn(c, channels, 1) for c in in_channels)
+        self.smooth = nn.ModuleList(
+            nn.Sequential(conv_bn(channels, channels, 3, groups=channels), conv_bn(channels, channels, 1))
+            for _ in in_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        lat = [layer(f) for layer, f in zip(self.lateral, feats)]
+        for i in range(len(lat) - 2, -1, -1):
+            lat[i] = lat[i] + F.interpolate(lat[i + 1], size=lat[i].shape[-2:], mode="nearest")
+        return [s(x) for s, x in zip(self.smooth, lat)]  # each (B, channels, H/s, W/s)
+
+
+class Detector(nn.Module):
+    """(B, 3, S, S) normalised RGB -> (B, N, 5 + C) raw anchor predictions."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg.width, cfg.depth, cfg.expansion)
+        self.neck = Neck(self.backbone.out_channels, cfg.neck_channels)
+        self.outputs_per_anchor = 5 + cfg.num_classes
+        self.heads = nn.ModuleList(nn.Conv2d(cfg.neck_channels, cfg.anchors_per_cell * self.outputs_per_anchor, 1)
+                                   for _ in STRIDES)
+        self._init_head_bias()
+
+    def _init_head_bias(self) -> None:
+        # Start with a low objectness prior (about 1 object per 1000 anchors) so early training
+        # is not swamped by the negatives' loss (RetinaNet's prior-probability init).
+        for head in self.heads:
+            bias = head.bias.detach().view(self.cfg.anchors_per_cell, self.outputs_per_anchor)
+            bias.zero_()
+            bias[:, 0] = -math.log((1 - 0.001) / 0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for head, feat in zip(self.heads, self.neck(self.backbone(x))):
+            b, _, h, w = feat.shape
+            y = head(feat).view(b, self.cfg.anchors_per_cell, self.outputs_per_anchor, h, w)
+            outs.append(y.permute(0, 3, 4, 1, 2).reshape(b, h * w * self.cfg.anchors_per_cell, -1))
+        return torch.cat(outs, dim=1)  # rows: scale, y, x, anchor

@@ -1,0 +1,242 @@
+"""Training loop for the anchor detector: anchors by k-means, AdamW with warm-up and cosine decay,
+an EMA of the weights, per-epoch validation mAP (pycocotools), checkpoints, resume, transfer
+learning (``--init-from``, ``--freeze``), curves as PNG."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from app.vision.anchors import anchor_grid
+from app.vision.letterbox import letterbox_geometry
+from app.vision.postprocess import Detections, postprocess_detections
+from training.anchors import best_possible_recall, kmeans_anchors, mean_best_iou, split_by_stride
+from training.detect.data import DetectionData, DetectionDataset, collate, load_dataset
+from training.detect.evaluate import EVAL_CONF, coco_map, coco_results, load_gt
+from training.detect.loss import assign_targets, detection_loss, grid_tensors
+from training.detect.model import STRIDES, Detector, DetectorConfig
+from training.plots import plot_curves
+
+log = logging.getLogger("sightline.train")
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    val: Path
+    out: Path
+    epochs: int = 30
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    width: float = 0.5
+    depth: float = 0.67
+    resolution: float = 1.0
+    base_size: int = 320
+    anchors_per_scale: int = 3
+    val_limit: int = 200
+    resume: bool = False
+    init_from: Path | None = None
+    freeze: str = "none"   # "backbone" or "none"
+    limit: int | None = None  # use only the first N training images (tests, quick runs)
+
+
+class EMA:
+    """Exponential moving average of the weights, used for validation and export."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.9995) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.updates = decay, 0
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / 500))
+        for ema_v, v in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                ema_v.copy_(v)
+
+
+def fit_anchors(data: DetectionData, input_size: int, per_scale: int, seed: int) -> list[list[list[float]]]:
+    """k-means (1 - IoU) on the training boxes as they appear in the letterboxed input."""
+    wh = []
+    for s in data.samples:
+        if len(s.boxes):
+            h, w = _size_of(s)
+            scale = input_size / max(w, h)
+            wh.append((s.boxes[:, 2:] - s.boxes[:, :2]) * scale)
+    wh_all = np.concatenate(wh)
+    anchors = kmeans_anchors(wh_all, per_scale * len(STRIDES), seed=seed)
+    print(f"anchors (input px): {np.round(anchors, 1).tolist()}")
+    print(f"anchor fit: mean best IoU {mean_best_iou(wh_all, anchors):.3f}, "
+          f"best possible recall (IoU>0.25) {best_possible_recall(wh_all, anchors):.4f} over {len(wh_all)} boxes")
+    return split_by_stride(anchors, len(STRIDES))
+
+
+def _size_of(sample) -> tuple[int, int]:
+    from training.detect.data import _image_size
+
+    if not hasattr(sample, "_hw"):
+        sample._hw = _image_size(sample.path)
+    return sample._hw
+
+
+@torch.no_grad()
+def predict_dataset(model: Detector, dataset: DetectionDataset, conf: float = EVAL_CONF, iou: float = 0.6,
+                    max_det: int = 100, batch: int = 16) -> list[Detections]:
+    """Run the model on every image of an un-augmented dataset; the serving post-processing."""
+    model.eval()
+    cfg = model.cfg
+    grid = anchor_grid(cfg.input_size, list(STRIDES), cfg.anchors)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate)
+    out = []
+    for images, _, _, idx in loader:
+        raw = model(images.contiguous(memory_format=torch.channels_last)).numpy()
+        for r, i in zip(raw, idx):
+            h, w = _size_of(dataset.data.samples[i])
+            geo = letterbox_geometry(w, h, cfg.input_size)
+            out.append(postprocess_detections(r, grid, geo, conf, iou, max_det))
+    return out
+
+
+@torch.no_grad()
+def predict_one(model: Detector, image: np.ndarray, conf: float = EVAL_CONF, iou: float = 0.6,
+                max_det: int = 100) -> Detections:
+    """One ``HxWx3 uint8 RGB`` image through the PyTorch model and the serving post-processing."""
+    from app.vision.letterbox import letterbox, to_tensor
+    from training.detect.model import NORM_MEAN, NORM_STD
+
+    cfg = model.eval().cfg
+    canvas, geo = letterbox(image, cfg.input_size)
+    raw = model(torch.from_numpy(to_tensor(canvas[None], NORM_MEAN, NORM_STD)))[0].numpy()
+    grid = anchor_grid(cfg.input_size, list(STRIDES), cfg.anchors)
+    return postprocess_detections(raw, grid, geo, conf, iou, max_det)
+
+
+def validate(model: Detector, dataset: DetectionDataset) -> dict[str, float]:
+    data = dataset.data
+    gt = load_gt(data.coco_path)
+    cat_ids = sorted(gt.getCatIds())
+    results = []
+    for s, det in zip(data.samples, predict_dataset(model, dataset)):
+        results += coco_results(s.image_id, det, cat_ids)
+    return coco_map(gt, results, [s.image_id for s in data.samples])
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_model(opts: TrainOptions, train_data: DetectionData) -> tuple[Detector, dict | None]:
+    """A new model, or the one in ``out/last.pt`` when resuming; ``--init-from`` copies matching weights."""
+    last = opts.out / "last.pt"
+    if opts.resume and last.exists():
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        model = Detector(DetectorConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+        return model, ckpt
+    cfg = DetectorConfig(num_classes=len(train_data.class_names), width=opts.width, depth=opts.depth,
+                         resolution=opts.resolution, base_size=opts.base_size)
+    cfg.anchors = fit_anchors(train_data, cfg.input_size, opts.anchors_per_scale, opts.seed)
+    model = Detector(cfg)
+    if opts.init_from:
+        src = torch.load(opts.init_from, map_location="cpu", weights_only=False)
+        state = src.get("ema") or src["model"]
+        own = model.state_dict()
+        loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(loaded, strict=False)
+        print(f"init-from {opts.init_from}: {len(loaded)}/{len(own)} tensors copied")
+    return model, None
+
+
+def train(opts: TrainOptions) -> dict:
+    """Train, validate each epoch, keep ``last.pt`` and ``best.pt`` in ``opts.out``; returns the history."""
+    torch.manual_seed(opts.seed)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    train_data, val_data = load_dataset(opts.data), load_dataset(opts.val)
+    if opts.limit:
+        train_data.samples = train_data.samples[:opts.limit]
+    val_data.samples = val_data.samples[:opts.val_limit]
+    model, ckpt = build_model(opts, train_data)
+    cfg = model.cfg
+    if opts.freeze == "backbone":
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model)
+    opt = torch.optim.AdamW(_param_groups(model, opts.weight_decay), lr=opts.lr)
+    train_set = DetectionDataset(train_data, cfg.input_size, augment=True, seed=opts.seed)
+    val_set = DetectionDataset(val_data, cfg.input_size, augment=False)
+    grid = grid_tensors(anchor_grid(cfg.input_size, list(STRIDES), cfg.anchors))
+    steps_per_epoch = math.ceil(len(train_set) / opts.batch)
+    total_steps, warmup = opts.epochs * steps_per_epoch, min(300, steps_per_epoch * 2)
+    history, start_epoch, best = [], 0, -1.0
+    if ckpt:
+        opt.load_state_dict(ckpt["optimizer"])
+        ema.model.load_state_dict(ckpt["ema"])
+        ema.updates, history, start_epoch = ckpt["ema_updates"], ckpt["history"], ckpt["epoch"] + 1
+        best = max((h["map50_95"] for h in history), default=-1.0)
+        print(f"resumed from epoch {ckpt['epoch']}")
+    started = time.time()
+    for epoch in range(start_epoch, opts.epochs):
+        model.train()
+        train_set.epoch = epoch
+        gen = torch.Generator().manual_seed(opts.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=opts.batch, shuffle=True, generator=gen,
+                                             collate_fn=collate, drop_last=len(train_set) > opts.batch)
+        sums = {"loss": 0.0, "obj": 0.0, "box": 0.0, "cls": 0.0}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, mininterval=5)
+        for step, (images, boxes, labels, _) in enumerate(bar):
+            it = epoch * steps_per_epoch + step
+            lr = opts.lr * (min(1.0, (it + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * it / total_steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            targets = assign_targets(boxes, labels, list(STRIDES), cfg.anchors, cfg.input_size)
+            pred = model(images.contiguous(memory_format=torch.channels_last))
+            loss, parts = detection_loss(pred, targets, grid)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            ema.update(model)
+            sums["loss"] += float(loss)
+            for k in parts:
+                sums[k] += parts[k]
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.1e}")
+        n = max(1, len(loader))
+        metrics = validate(ema.model, val_set)
+        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, **metrics,
+               "elapsed_s": round(time.time() - started, 1)}
+        history.append(row)
+        print(f"epoch {epoch + 1}/{opts.epochs} loss {row['loss']:.4f} (obj {row['obj']:.3f} box {row['box']:.3f} "
+              f"cls {row['cls']:.3f}) val mAP@0.5 {metrics['map50']:.4f} mAP@[.5:.95] {metrics['map50_95']:.4f} "
+              f"[{row['elapsed_s']:.0f}s]", flush=True)
+        state = {"config": cfg.to_dict(), "model": model.state_dict(), "ema": ema.model.state_dict(),
+                 "optimizer": opt.state_dict(), "ema_updates": ema.updates, "epoch": epoch, "history": history,
+                 "class_names": train_data.class_names, "seed": opts.seed}
+        torch.save(state, opts.out / "last.pt")
+        if metrics["map50_95"] >= best:
+            best = metrics["map50_95"]
+            torch.save(state, opts.out / "best.pt")
+        plot_curves(opts.out / "curves.png", history,
+                    {"loss": ["loss", "obj", "box", "cls"], "validation mAP": ["map50", "map50_95"]})
+        (opts.out / "history.json").write_text(json.dumps(history, indent=1))
+    return {"history": history, "best_map50_95": best}

@@ -1,0 +1,53 @@
+"""Export a torch model to ONNX with a dynamic batch axis and its metadata in ``metadata_props``,
+then check ONNX Runtime against PyTorch on the same input. Shared by every task's exporter."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+OPSET = 17
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, object],
+                output_name: str = "output") -> Path:
+    """Write ``model`` to ``path``; each metadata value is stored JSON-encoded under its key."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (example,), buf, input_names=["images"], output_names=[output_name],
+                      dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
+                      opset_version=OPSET, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> float:
+    """Max absolute difference between PyTorch and ONNX Runtime (CPU) outputs on ``inputs``."""
+    with torch.no_grad():
+        expected = model.eval()(inputs).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+    return float(np.abs(expected - got).max())
+
+
+def count_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass (torch's FlopCounterMode; a MAC counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(example)
+    return int(counter.get_total_flops())
