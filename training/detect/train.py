@@ -198,6 +198,8 @@ def train(opts: TrainOptions) -> dict:
     started = time.time()
     for epoch in range(start_epoch, opts.epochs):
         model.train()
+        if opts.freeze == "backbone":
+            model.backbone.eval()  # frozen means its batch-norm statistics too
         train_set.epoch = epoch
         gen = torch.Generator().manual_seed(opts.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(train_set, batch_size=opts.batch, shuffle=True, generator=gen,
@@ -217,10 +219,10 @@ def train(opts: TrainOptions) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             ema.update(model)
-            sums["loss"] += float(loss)
+            sums["loss"] += loss.item()
             for k in parts:
                 sums[k] += parts[k]
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", lr=f"{lr:.1e}")
         n = max(1, len(loader))
         metrics = validate(ema.model, val_set)
         row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, **metrics,

@@ -1,0 +1,45 @@
+# Sightline: the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= $(or $(SIGHTLINE_HOST),127.0.0.1)
+PORT   ?= $(or $(SIGHTLINE_PORT),8000)
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+.PHONY: run install install-train test models bench heldout clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The server alone (no torch): what the Docker image installs too.
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+# The server plus training and test tools (torch==2.13.0, CPU wheel).
+$(VENV)/.train: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[train]'
+	touch $@ $(VENV)/.serve
+
+install: $(VENV)/.serve
+install-train: $(VENV)/.train
+
+run: $(VENV)/.serve
+	SIGHTLINE_HOST=$(HOST) SIGHTLINE_PORT=$(PORT) $(BIN)/python -m app
+
+test: $(VENV)/.train
+	$(BIN)/python -m pytest -q
+
+# Retrain every bundled model from scratch on synthetic data and write them into models/.
+models: $(VENV)/.train
+	$(BIN)/python -m training.build_models --out models
+
+# Score the bundled detector on held-out scenes through the HTTP API.
+heldout: $(VENV)/.train
+	$(BIN)/python -m training.build_models --out models --heldout-only
+
+bench: $(VENV)/.train
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build runs

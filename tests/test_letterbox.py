@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from app.vision.letterbox import letterbox, letterbox_boxes, letterbox_geometry, to_tensor, unletterbox_boxes
+
+
+@pytest.mark.parametrize("w,h", [(640, 480), (480, 640), (300, 300), (1000, 200), (241, 637), (100, 90)])
+def test_round_trip_boxes(w, h):
+    rng = np.random.default_rng(w * h)
+    xy = rng.uniform(0, [w - 10, h - 10], (20, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 10, (20, 2))], 1).astype(np.float32)
+    geo = letterbox_geometry(w, h, 320)
+    back = unletterbox_boxes(letterbox_boxes(boxes, geo), geo)
+    np.testing.assert_allclose(back, boxes, atol=1e-3)
+
+
+def test_content_is_centred_and_padded():
+    img = np.full((100, 200, 3), 7, np.uint8)
+    canvas, geo = letterbox(img, 320)
+    assert canvas.shape == (320, 320, 3)
+    x1, y1, x2, y2 = geo.content
+    assert (x1, x2) == (0, 320) and (y1, y2) == (80, 240)
+    assert (canvas[y1:y2, x1:x2] == 7).all()
+    assert (canvas[:y1] == 114).all() and (canvas[y2:] == 114).all()
+
+
+def test_pixel_lands_where_the_box_map_says():
+    img = np.zeros((200, 400, 3), np.uint8)
+    img[50:70, 100:140] = 255  # a white block: box (100, 50, 140, 70)
+    canvas, geo = letterbox(img, 320)
+    box = letterbox_boxes(np.array([[100, 50, 140, 70]], np.float32), geo)[0]
+    ys, xs = np.nonzero(canvas[..., 0] > 127)
+    assert abs(xs.min() - box[0]) <= 1 and abs(xs.max() + 1 - box[2]) <= 1
+    assert abs(ys.min() - box[1]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
+
+
+def test_unletterbox_clips_to_image():
+    geo = letterbox_geometry(200, 100, 320)
+    out = unletterbox_boxes(np.array([[-50, -50, 400, 400]], np.float32), geo)
+    assert out.tolist() == [[0, 0, 200, 100]]
+
+
+def test_to_tensor_layout_and_normalisation():
+    x = to_tensor(np.full((2, 4, 4, 3), 255, np.uint8), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert x.shape == (2, 3, 4, 4) and x.dtype == np.float32
+    np.testing.assert_allclose(x, 1.0)
