@@ -1,0 +1,121 @@
+"""``python -m bench`` (``make bench``): measure the detector on this machine in one run; print a
+report, write the figures to ``--out`` (JSON) and ``--md`` (markdown tables for the README)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from app.detector import ObjectDetector
+from app.imaging import decode_image
+from app.settings import Settings
+from bench.http_load import bench_level, server_provider
+from bench.images import HEIGHT, QUALITY, WIDTH, make_jpegs
+from bench.inference import bench_raw
+from bench.machine import describe_machine, describe_model, load_average
+from bench.nms import bench_nms
+from bench.pipeline import bench_pipeline
+from bench.report import format_markdown, format_text
+from bench.server import ROOT, uvicorn_server
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of everything to run; ``--quick`` proves the code paths in a few seconds."""
+
+    name: str
+    images: int = 24
+    raw_calls: tuple[tuple[int, int, int], ...] = ((1, 500, 20), (8, 80, 5))  # (batch, calls, warm-up)
+    pipeline_images: int = 200
+    pipeline_warmup: int = 10
+    http_clients: tuple[int, ...] = (1, 4, 16)
+    http_seconds: float = 30.0
+    http_warmup_s: float = 5.0
+    nms_runs: tuple[tuple[int, int, int], ...] = ((1000, 50, 3), (10000, 7, 1))  # (boxes, reps, warm-up)
+
+
+DEFAULT = Profile("default")
+QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
+                http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)))
+
+
+def _model_info(detector: ObjectDetector, path: Path) -> dict:
+    m = detector.meta
+    return {"name": m.name, "version": m.version, "input_size": m.input_size, "class_names": m.class_names,
+            **describe_model(path)}
+
+
+def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings) -> dict:
+    """Sections 1 and 2, with the detector loaded here and dropped afterwards."""
+    detector = ObjectDetector.load(model, settings)
+    tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
+    out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model),
+           "raw": [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls],
+           "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels)}
+    del detector
+    gc.collect()
+    return out
+
+
+def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
+    with uvicorn_server(model.parent) as server:
+        levels = [bench_level(server, jpegs, c, p.http_seconds, p.http_warmup_s) for c in p.http_clients]
+        provider = server_provider(server)
+    return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels}
+
+
+def _ratios(r: dict) -> dict:
+    top = r["http"]["levels"][-1]
+    raw = {x["batch"]: x["images_per_s"] for x in r["raw"]}
+    out = {f"HTTP at {top['clients']} clients / raw batch {b}": top["images_per_s"] / ips for b, ips in raw.items()}
+    out["in-process pipeline / raw batch 1"] = r["pipeline"]["images_per_s"] / raw[min(raw)]
+    return out
+
+
+def run(model: Path, p: Profile, seed: int) -> dict:
+    t0 = time.perf_counter()
+    jpegs, source = make_jpegs(p.images, seed)
+    r = {"profile": p.name, "config": asdict(p), "seed": seed,
+         "images": {"count": len(jpegs), "size": f"{WIDTH}x{HEIGHT}", "quality": QUALITY, "source": source,
+                    "bytes_mean": sum(map(len, jpegs)) / len(jpegs)}}
+    r.update(_in_process(model, jpegs, p, Settings()))
+    r["http"] = _http(model, jpegs, p)
+    r["ratios"] = _ratios(r)
+    r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
+    r["load_average_end"] = load_average()
+    r["elapsed_s"] = time.perf_counter() - t0
+    return r
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny iteration counts, 1 and 2 clients (seconds)")
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx",
+                    help="detector to measure; the HTTP server serves this file's folder")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="JSON figures")
+    ap.add_argument("--md", type=Path, default=ROOT / "bench" / "results.md", help="markdown tables")
+    ap.add_argument("--seed", type=int, default=0, help="seed for the test images and NMS boxes")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.model.is_file():
+        print(f"no detector at {args.model}; run `make models` or pass --model", file=sys.stderr)
+        return 2
+    results = run(args.model.resolve(), QUICK if args.quick else DEFAULT, args.seed)
+    print(format_text(results), end="")
+    for path, text in ((args.out, json.dumps(results, indent=2) + "\n"), (args.md, format_markdown(results))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"\nwrote {args.out} and {args.md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The figures as a readable text report and as markdown tables, both built from the same rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def _f(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}"
+
+
+def header_lines(r: dict) -> list[str]:
+    m, model, img = r["machine"], r["model"], r["images"]
+    return [
+        f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable); load average "
+        f"{' '.join(map(str, m['load_average_start']))} at start, {' '.join(map(str, r['load_average_end']))} at end",
+        f"Python {m['python']}, onnxruntime {m['onnxruntime']} on {m['execution_provider']} "
+        f"(server: {r['http'].get('provider', 'n/a')}), numpy {m['numpy']}, OpenCV {m['opencv']}",
+        f"Model: {model['name']} {model['version']}, input {model['input_size']}x{model['input_size']}, "
+        f"{len(model['class_names'])} classes, {model['path']} ({model['bytes'] / 1e6:.1f} MB, sha256 {model['sha256_12']})",
+        f"Images: {img['count']} JPEGs {img['size']} quality {img['quality']} from {img['source']}, "
+        f"mean {img['bytes_mean'] / 1000:.0f} kB; profile {r['profile']}, run took {r['elapsed_s']:.0f} s",
+    ]
+
+
+def raw_table(r: dict) -> Table:
+    rows = [[str(x["batch"]), str(x["n"]), _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
+            for x in r["raw"]]
+    return Table("1. Raw ONNX Runtime (`detector.infer` on preprocessed tensors)",
+                 ["batch", "calls", "median ms/batch", "p90 ms/batch", "images/s"], rows)
+
+
+def pipeline_table(r: dict) -> Table:
+    p = r["pipeline"]
+    rows = [[name, _f(s["median_ms"], 2), _f(s["p90_ms"], 2)] for name, s in p["stages"].items()]
+    rows.append(["total", _f(p["total"]["median_ms"], 2), _f(p["total"]["p90_ms"], 2)])
+    note = (f"{p['iterations']} images, one thread: {_f(p['images_per_s'])} images/s from the median total; "
+            f"{_f(p['detections_per_image_mean'])} detections/image on average (conf {p['params']['conf']})")
+    return Table("2. In-process pipeline per 640x480 JPEG", ["stage", "median ms", "p90 ms"], rows, note)
+
+
+def http_table(r: dict) -> Table:
+    rows = []
+    for x in r["http"]["levels"]:
+        errors = sum(x["errors"].values())
+        rows.append([str(x["clients"]), str(x["ok"]), str(errors), _f(x["latency"]["median_ms"]),
+                     _f(x["latency"]["p99_ms"]), _f(x["images_per_s"]),
+                     _f(x["server_median_stage_ms"].get("inference", float("nan")), 2),
+                     _f(x["server_cpu_cores"], 2), _f(x["client_cpu_cores"], 2)])
+    h = r["http"]
+    note = (f"uvicorn subprocess on 127.0.0.1, {h['seconds']:g} s per level after {h['warmup_s']:g} s warm-up; "
+            "the clients (httpx, one process) share the machine with the server")
+    return Table("3. HTTP `POST /detect` over loopback",
+                 ["clients", "ok", "errors", "p50 ms", "p99 ms", "images/s", "server inference median ms",
+                  "server CPU cores", "client CPU cores"], rows, note)
+
+
+def ratio_table(r: dict) -> Table:
+    rows = [[name, _f(value, 3)] for name, value in r["ratios"].items()]
+    return Table("4. Ratios (same run)", ["ratio", "value"], rows)
+
+
+def _nms_verdict(x: dict) -> str:
+    ratio = x["numpy_over_opencv"]
+    speed = f"OpenCV {ratio:.1f}x faster" if ratio > 1 else f"numpy {1 / ratio:.1f}x faster"
+    return f"{x['boxes']} boxes: {speed}"
+
+
+def nms_table(r: dict) -> Table:
+    rows = []
+    for x in r["nms"]:
+        rows.append([str(x["boxes"]), _f(x["numpy"]["median_ms"], 2), _f(x["opencv"]["median_ms"], 2),
+                     _f(x["numpy_over_opencv"], 2), x["faster"], f"{x['kept_numpy']}/{x['kept_opencv']}",
+                     "yes" if x["same_order"] else ("same set" if x["same_set"] else "NO")])
+    return Table("5. Per-class NMS, IoU 0.45, 3 classes, clustered boxes",
+                 ["boxes", "numpy ms", "OpenCV ms", "numpy/OpenCV", "faster", "kept numpy/OpenCV", "same boxes"],
+                 rows, "; ".join(map(_nms_verdict, r["nms"])) + ". numpy = app.vision.boxes.nms_per_class, "
+                 "OpenCV = app.vision.boxes.nms_per_class_opencv (cv2.dnn.NMSBoxesBatched, list conversion included)")
+
+
+def tables(r: dict) -> list[Table]:
+    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r)]
+
+
+def _text_table(t: Table) -> list[str]:
+    widths = [max(len(row[i]) for row in [t.headers, *t.rows]) for i in range(len(t.headers))]
+    lines = [t.title]
+    for row in [t.headers, *t.rows]:
+        lines.append("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    return lines + ([f"  {t.note}"] if t.note else [])
+
+
+def _md_table(t: Table) -> list[str]:
+    lines = [f"### {t.title}", "", "| " + " | ".join(t.headers) + " |", "|---|" + "---:|" * (len(t.headers) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in t.rows]
+    return lines + ([f"", t.note] if t.note else [])
+
+
+def format_text(r: dict) -> str:
+    blocks = [header_lines(r)] + [_text_table(t) for t in tables(r)]
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
+def format_markdown(r: dict) -> str:
+    head = ["## Benchmark (`make bench`)", "", *[f"- {line}" for line in header_lines(r)]]
+    blocks = [head] + [_md_table(t) for t in tables(r)]
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"

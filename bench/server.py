@@ -1,0 +1,92 @@
+"""A real uvicorn server in a subprocess on a free loopback port, killed on the way out, always."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str
+    pid: int
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or never became ready; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tail(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-3000:]
+
+
+def _wait_ready(proc: subprocess.Popen, base_url: str, timeout: float, log) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerFailed(f"uvicorn exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            r = httpx.get(f"{base_url}/readyz", timeout=2.0)
+        except httpx.TransportError:
+            r = None
+        if r is not None and r.status_code == 200:
+            return
+        if r is not None and "model_load_failed" in r.text:
+            raise ServerFailed(f"the server could not load its models: {r.text}")
+        time.sleep(0.1)
+    raise ServerFailed(f"/readyz was not 200 within {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0) -> Iterator[Server]:
+    """``python -m uvicorn app.main:create_app --factory`` serving ``models_dir``, ready."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as data_dir:
+        env = {**os.environ, "SIGHTLINE_MODELS_DIR": str(models_dir), "SIGHTLINE_DATA_DIR": data_dir}
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://{HOST}:{port}"
+            _wait_ready(proc, base_url, ready_timeout, log)
+            yield Server(base_url=base_url, pid=proc.pid)
+        finally:
+            _stop(proc)

@@ -1,0 +1,43 @@
+"""Smoke test for ``python -m bench``: the quick profile runs every section end to end (including a
+real uvicorn subprocess) and writes consistent JSON and markdown. Speed is never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+from bench.server import process_cpu_seconds, uvicorn_server
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "detector.onnx"
+
+pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="no bundled detector in models/")
+
+
+def test_quick_bench_runs_every_section(tmp_path, capsys):
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["--quick", "--out", str(out), "--md", str(md)]) == 0
+    r = json.loads(out.read_text())
+    assert r["machine"]["cpu_model"] and r["machine"]["execution_provider"].endswith("ExecutionProvider")
+    assert [x["batch"] for x in r["raw"]] == [1, 8] and all(x["images_per_s"] > 0 for x in r["raw"])
+    assert set(r["pipeline"]["stages"]) == {"decode", "preprocess", "inference", "postprocess"}
+    levels = r["http"]["levels"]
+    assert [x["clients"] for x in levels] == [1, 2]
+    assert all(x["ok"] > 0 and not x["errors"] for x in levels)
+    assert len(r["ratios"]) == 3 and all(v > 0 for v in r["ratios"].values())
+    assert [x["boxes"] for x in r["nms"]] == [1000, 10000]
+    assert all(x["same_set"] for x in r["nms"]), r["nms"]
+    assert "### 5. Per-class NMS" in md.read_text()
+    assert "HTTP at 2 clients / raw batch 8" in capsys.readouterr().out
+
+
+def test_server_is_gone_after_the_bench(tmp_path):
+    """The context manager kills the server even when the body raises."""
+    with pytest.raises(RuntimeError, match="boom"):
+        with uvicorn_server(MODEL.parent) as server:
+            pid = server.pid
+            raise RuntimeError("boom")
+    assert process_cpu_seconds(pid) == 0.0  # /proc/<pid> is gone: the process was reaped
