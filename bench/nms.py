@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.vision.boxes import nms_per_class, nms_per_class_opencv
+from app.vision.boxes import nms_per_class, nms_per_class_numpy
 from bench.stats import summarize_ms, time_calls
 
 IMAGE = 640.0
@@ -34,10 +34,10 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
 def bench_nms(n: int, reps: int, warmup: int, seed: int, iou: float = 0.45) -> dict:
     """Median ms of both implementations on the same ``n`` boxes, their ratio, and what each keeps."""
     boxes, scores, class_ids = clustered_boxes(np.random.default_rng([seed, n]), n)
-    fast = nms_per_class(boxes, scores, class_ids, iou)
-    ocv = nms_per_class_opencv(boxes, scores, class_ids, iou)
-    t_np = summarize_ms(time_calls(lambda: nms_per_class(boxes, scores, class_ids, iou), reps, warmup))
-    t_cv = summarize_ms(time_calls(lambda: nms_per_class_opencv(boxes, scores, class_ids, iou), reps, warmup))
+    fast = nms_per_class_numpy(boxes, scores, class_ids, iou)
+    ocv = nms_per_class(boxes, scores, class_ids, iou)
+    t_np = summarize_ms(time_calls(lambda: nms_per_class_numpy(boxes, scores, class_ids, iou), reps, warmup))
+    t_cv = summarize_ms(time_calls(lambda: nms_per_class(boxes, scores, class_ids, iou), reps, warmup))
     ratio = t_np["median_ms"] / t_cv["median_ms"]
     return {"boxes": n, "classes": 3, "iou": iou, "reps": reps, "numpy": t_np, "opencv": t_cv,
             "kept_numpy": int(fast.size), "kept_opencv": int(ocv.size),

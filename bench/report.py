@@ -82,8 +82,8 @@ def nms_table(r: dict) -> Table:
                      "yes" if x["same_order"] else ("same set" if x["same_set"] else "NO")])
     return Table("5. Per-class NMS, IoU 0.45, 3 classes, clustered boxes",
                  ["boxes", "numpy ms", "OpenCV ms", "numpy/OpenCV", "faster", "kept numpy/OpenCV", "same boxes"],
-                 rows, "; ".join(map(_nms_verdict, r["nms"])) + ". numpy = app.vision.boxes.nms_per_class, "
-                 "OpenCV = app.vision.boxes.nms_per_class_opencv (cv2.dnn.NMSBoxesBatched, list conversion included)")
+                 rows, "; ".join(map(_nms_verdict, r["nms"])) + ". numpy = app.vision.boxes.nms_per_class_numpy (reference), "
+                 "OpenCV = app.vision.boxes.nms_per_class (cv2.dnn.NMSBoxesBatched, served)")
 
 
 def tables(r: dict) -> list[Table]:

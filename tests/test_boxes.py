@@ -6,7 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from app.vision.boxes import box_iou, nms, nms_per_class, nms_per_class_opencv, wh_iou
+from app.vision.boxes import box_iou, nms, nms_per_class, nms_per_class_numpy, wh_iou
+
+PER_CLASS = [nms_per_class, nms_per_class_numpy]
 
 
 def iou_ref(a, b):
@@ -48,14 +50,16 @@ def test_wh_iou_is_centred_iou():
     np.testing.assert_allclose(wh_iou(wh, wh), box_iou(boxes, boxes), atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", [nms, *PER_CLASS])
 @pytest.mark.parametrize("thr", [0.3, 0.45, 0.5, 0.7])
-@pytest.mark.parametrize("delta", [0.02, -0.02])
-def test_nms_threshold_edge(thr, delta):
+@pytest.mark.parametrize("delta", [0.01, 0.002, -0.002, -0.01])
+def test_nms_threshold_edge(impl, thr, delta):
     boxes = pair_with_iou(thr + delta)
     assert abs(iou_ref(*boxes) - (thr + delta)) < 1e-9
-    keep = nms(boxes, np.array([0.9, 0.8]), thr)
+    scores = np.array([0.8, 0.9])  # the second box is the stronger one
+    keep = impl(boxes, scores, thr) if impl is nms else impl(boxes, scores, np.zeros(2, int), thr)
     # Above the threshold the weaker box goes; below it both stay.
-    assert keep.tolist() == ([0] if delta > 0 else [0, 1])
+    assert keep.tolist() == ([1] if delta > 0 else [1, 0])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -75,38 +79,53 @@ def test_nms_matches_reference(seed, thr):
     assert nms(boxes, scores, thr).tolist() == nms_ref(boxes.tolist(), scores.tolist(), thr)
 
 
+@pytest.mark.parametrize("impl", PER_CLASS)
 @pytest.mark.parametrize("seed", range(4))
-def test_nms_per_class_equals_nms_per_class_loop(seed):
+def test_nms_per_class_equals_nms_per_class_loop(impl, seed):
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, 300, (80, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(10, 80, (80, 2))], 1)
     scores = rng.uniform(0, 1, 80)
     classes = rng.integers(0, 3, 80)
-    got = nms_per_class(boxes, scores, classes, 0.45)
+    got = impl(boxes, scores, classes, 0.45)
     want = []
     for c in range(3):
         idx = np.flatnonzero(classes == c)
         want += idx[nms_ref(boxes[idx].tolist(), scores[idx].tolist(), 0.45)].tolist()
     want.sort(key=lambda i: -scores[i])
     assert got.tolist() == want
-    assert nms_per_class_opencv(boxes, scores, classes, 0.45).tolist() == want
 
 
-def test_identical_boxes_of_other_classes_both_kept():
+@pytest.mark.parametrize("impl", PER_CLASS)
+def test_identical_boxes_of_other_classes_both_kept(impl):
     boxes = np.array([[0, 0, 10, 10]] * 2, dtype=np.float32)
-    keep = nms_per_class(boxes, np.array([0.9, 0.8]), np.array([0, 1]), 0.5)
+    keep = impl(boxes, np.array([0.9, 0.8]), np.array([0, 1]), 0.5)
     assert sorted(keep.tolist()) == [0, 1]
 
 
-def test_max_det_caps_after_ranking():
+@pytest.mark.parametrize("impl", PER_CLASS)
+def test_max_det_caps_after_ranking(impl):
     boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], dtype=np.float32)
     scores = np.linspace(0.1, 1.0, 10)
-    keep = nms_per_class(boxes, scores, np.zeros(10, int), 0.5, max_det=3)
+    keep = impl(boxes, scores, np.zeros(10, int), 0.5, max_det=3)
     assert keep.tolist() == [9, 8, 7]
 
 
 def test_empty_inputs():
     empty = np.zeros((0, 4), np.float32)
     assert nms(empty, np.zeros(0), 0.5).shape == (0,)
-    assert nms_per_class(empty, np.zeros(0), np.zeros(0, int), 0.5).shape == (0,)
+    for impl in PER_CLASS:
+        assert impl(empty, np.zeros(0), np.zeros(0, int), 0.5).shape == (0,)
     assert list(itertools.chain(box_iou(empty, empty).shape)) == [0, 0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_class_ties_and_fractional_coordinates(seed):
+    """Equal scores keep the lower index first; sub-pixel boxes are not rounded to integers."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 5, (30, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.5, 3, (30, 2))], 1)
+    scores = np.round(rng.uniform(0, 1, 30), 1)  # many ties
+    classes = rng.integers(0, 2, 30)
+    assert nms_per_class(boxes, scores, classes, 0.5).tolist() == \
+        nms_per_class_numpy(boxes, scores, classes, 0.5).tolist()
