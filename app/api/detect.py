@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import DetectorDep, OffloadDep, SettingsDep
-from app.api.upload import read_upload
 from app.detector import DetectParams, ObjectDetector
 from app.errors import InvalidRequest
 from app.imaging import decode_image
@@ -63,5 +62,5 @@ async def detect(
 ) -> DetectResponse:
     """Detect objects; boxes are in the original image's pixels (after EXIF orientation)."""
     params = DetectParams(conf=conf, iou=iou, max_det=max_det, classes=_classes(detector, classes))
-    data = await read_upload(image)
+    data = await image.read()
     return await offload(_run, detector, data, settings.max_pixels, params)
