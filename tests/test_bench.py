@@ -14,8 +14,6 @@ from bench.server import process_cpu_seconds, uvicorn_server
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "detector.onnx"
 
-pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="no bundled detector in models/")
-
 
 def test_quick_bench_runs_every_section(tmp_path, capsys):
     out, md = tmp_path / "r.json", tmp_path / "r.md"

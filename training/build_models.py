@@ -23,12 +23,12 @@ def _scenes(out: Path, count: int, seed: int) -> Path:
     return out
 
 
-def build_detector(work: Path, models: Path, train_count: int, epochs: int) -> dict:
+def build_detector(work: Path, models: Path, train_count: int, val_count: int, epochs: int) -> dict:
     from training.detect.export import export_detector
     from training.detect.train import TrainOptions, train
 
     train_dir = _scenes(work / "scenes-train", train_count, TRAIN_SEED)
-    val_dir = _scenes(work / "scenes-val", 300, VAL_SEED)
+    val_dir = _scenes(work / "scenes-val", val_count, VAL_SEED)
     started = time.time()
     train(TrainOptions(data=train_dir, val=val_dir, out=work / "detector-run", epochs=epochs, resume=True))
     train_seconds = time.time() - started
@@ -37,7 +37,7 @@ def build_detector(work: Path, models: Path, train_count: int, epochs: int) -> d
     return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff}
 
 
-def heldout_detector(work: Path, models: Path, count: int = 500) -> dict:
+def heldout_detector(work: Path, models: Path, count: int) -> dict:
     from training.detect.heldout import evaluate
 
     heldout_dir = _scenes(work / "scenes-heldout", count, HELDOUT_SEED)
@@ -56,6 +56,8 @@ def write_card(models: Path, name: str, heldout: dict, extra: dict) -> Path:
             "version": meta["version"], "architecture": meta["architecture"], "training": meta["training"],
             "heldout": heldout, **extra}
     path = models / f"{name}.card.json"
+    if path.exists():  # a --heldout-only run keeps what the training run recorded
+        card = {**json.loads(path.read_text()), **{k: v for k, v in card.items() if v or k == "heldout"}}
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
 
@@ -65,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files go")
     parser.add_argument("--work", type=Path, default=Path("runs/build"), help="datasets and training runs")
     parser.add_argument("--train-scenes", type=int, default=4000)
+    parser.add_argument("--val-scenes", type=int, default=300)
+    parser.add_argument("--heldout-scenes", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=13)
     parser.add_argument("--heldout-only", action="store_true", help="only score the models already in --out")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    extra = {} if args.heldout_only else build_detector(args.work, args.out, args.train_scenes, args.epochs)
-    metrics = heldout_detector(args.work, args.out)
+    extra = {} if args.heldout_only else build_detector(args.work, args.out, args.train_scenes, args.val_scenes,
+                                                        args.epochs)
+    metrics = heldout_detector(args.work, args.out, args.heldout_scenes)
     print(f"card: {write_card(args.out, 'detector', metrics, extra)}")
     return 0
 

@@ -24,7 +24,9 @@ class Sample:
     path: Path
     boxes: np.ndarray   # (N, 4) float32 xyxy, pixels
     labels: np.ndarray  # (N,) int64, 0-based class index
-    image_id: int = 0
+    image_id: int
+    width: int
+    height: int
 
 
 @dataclass
@@ -51,7 +53,7 @@ def load_coco(json_path: Path, images_dir: Path | None = None) -> DetectionData:
         xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         labels = np.asarray([index_of[a["category_id"]] for a in anns], dtype=np.int64)
-        samples.append(Sample(images_dir / img["file_name"], boxes, labels, img["id"]))
+        samples.append(Sample(images_dir / img["file_name"], boxes, labels, img["id"], img["width"], img["height"]))
     return DetectionData(samples, [c["name"] for c in cats], json_path)
 
 
@@ -69,7 +71,7 @@ def load_yolo(root: Path) -> DetectionData:
         h, w = _image_size(path)
         cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
-        samples.append(Sample(path, boxes, rows[:, 0].astype(np.int64), image_id))
+        samples.append(Sample(path, boxes, rows[:, 0].astype(np.int64), image_id, w, h))
     return DetectionData(samples, names)
 
 

@@ -76,8 +76,7 @@ def fit_anchors(data: DetectionData, input_size: int, per_scale: int, seed: int)
     wh = []
     for s in data.samples:
         if len(s.boxes):
-            h, w = _size_of(s)
-            scale = input_size / max(w, h)
+            scale = input_size / max(s.width, s.height)
             wh.append((s.boxes[:, 2:] - s.boxes[:, :2]) * scale)
     wh_all = np.concatenate(wh)
     anchors = kmeans_anchors(wh_all, per_scale * len(STRIDES), seed=seed)
@@ -85,14 +84,6 @@ def fit_anchors(data: DetectionData, input_size: int, per_scale: int, seed: int)
     print(f"anchor fit: mean best IoU {mean_best_iou(wh_all, anchors):.3f}, "
           f"best possible recall (IoU>0.25) {best_possible_recall(wh_all, anchors):.4f} over {len(wh_all)} boxes")
     return split_by_stride(anchors, len(STRIDES))
-
-
-def _size_of(sample) -> tuple[int, int]:
-    from training.detect.data import _image_size
-
-    if not hasattr(sample, "_hw"):
-        sample._hw = _image_size(sample.path)
-    return sample._hw
 
 
 @torch.no_grad()
@@ -107,8 +98,8 @@ def predict_dataset(model: Detector, dataset: DetectionDataset, conf: float = EV
     for images, _, _, idx in loader:
         raw = model(images.contiguous(memory_format=torch.channels_last)).numpy()
         for r, i in zip(raw, idx):
-            h, w = _size_of(dataset.data.samples[i])
-            geo = letterbox_geometry(w, h, cfg.input_size)
+            s = dataset.data.samples[i]
+            geo = letterbox_geometry(s.width, s.height, cfg.input_size)
             out.append(postprocess_detections(r, grid, geo, conf, iou, max_det))
     return out
 
