@@ -96,3 +96,22 @@ def test_model_output_rows_match_grid():
     cfg = DetectorConfig(width=0.25, depth=0.34, base_size=128, anchors=[[[4, 4]] * 3] * 3)
     out = Detector(cfg).eval()(torch.zeros(2, 3, 128, 128))
     assert out.shape == (2, sum((128 // s) ** 2 * 3 for s in STRIDES), 8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ignore_mask_matches_per_image_reference(seed):
+    from app.vision.boxes import box_iou
+    from training.detect.loss import Targets, _ignore_mask
+
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(4, 60, 2, generator=g) * 100
+    preds = torch.cat([xy, xy + torch.rand(4, 60, 2, generator=g) * 40 + 1], -1)
+    batch = torch.tensor([0, 0, 2, 2, 2, 3])
+    gxy = torch.rand(6, 2, generator=g) * 100
+    gt = torch.cat([gxy, gxy + torch.rand(6, 2, generator=g) * 40 + 1], -1)
+    t = Targets(batch, torch.zeros(6, dtype=torch.long), gt, torch.zeros(6, dtype=torch.long))
+    got = _ignore_mask(preds, t, 0.3)
+    for b in range(4):
+        own = gt[batch == b]
+        want = box_iou(preds[b].numpy(), own.numpy()).max(1) > 0.3 if len(own) else np.zeros(60, bool)
+        assert got[b].numpy().tolist() == list(want)

@@ -6,6 +6,7 @@ Images are ``HxWx3 uint8 RGB``; boxes ``(N, 4) float32 xyxy`` in pixels; masks `
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # Eigen decomposition of natural-image RGB covariance (AlexNet's PCA colour augmentation), RGB order.
@@ -53,22 +54,32 @@ def random_crop_window(rng: np.random.Generator, width: int, height: int, min_sc
     return x1, y1, x1 + cw, y1 + ch
 
 
+def _affine_color(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``out = matrix @ rgb + offset`` per pixel, saturated to uint8, in one OpenCV pass."""
+    m = np.concatenate([matrix, offset.reshape(3, 1)], axis=1).astype(np.float32)
+    return cv2.transform(image, m)
+
+
 def color_shift(rng: np.random.Generator, image: np.ndarray, strength: float = 0.25) -> np.ndarray:
-    """Random brightness, contrast, saturation and per-channel gain."""
-    x = image.astype(np.float32)
-    gray = x.mean(axis=2, keepdims=True)
-    x = gray + (x - gray) * rng.uniform(1 - strength, 1 + strength)             # saturation
-    x = (x - x.mean()) * rng.uniform(1 - strength, 1 + strength) + x.mean()     # contrast
-    x = x * rng.uniform(1 - strength, 1 + strength)                             # brightness
-    x = x * rng.uniform(1 - strength / 3, 1 + strength / 3, size=3)             # colour balance
-    return np.clip(x, 0, 255).astype(np.uint8)
+    """Random saturation, contrast, brightness and per-channel gain, as one affine colour map."""
+    sat = rng.uniform(1 - strength, 1 + strength)
+    contrast = rng.uniform(1 - strength, 1 + strength)
+    brightness = rng.uniform(1 - strength, 1 + strength)
+    gains = rng.uniform(1 - strength / 3, 1 + strength / 3, size=3)
+    mean = float(np.mean(cv2.mean(image)[:3]))
+    # saturation: x -> g + s (x - g) with g the channel mean of the pixel
+    sat_m = sat * np.eye(3) + (1 - sat) / 3 * np.ones((3, 3))
+    # contrast around the image mean, then brightness, then per-channel gain
+    scale = (gains * brightness * contrast)[:, None]
+    offset = gains * brightness * (1 - contrast) * mean
+    return _affine_color(image, scale * sat_m, offset)
 
 
 def pca_color(rng: np.random.Generator, image: np.ndarray, std: float = 0.1) -> np.ndarray:
     """AlexNet's PCA colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel."""
     alpha = rng.normal(0.0, std, size=3).astype(np.float32)
     delta = PCA_EIGVEC @ (alpha * PCA_EIGVAL) * 255.0
-    return np.clip(image.astype(np.float32) + delta, 0, 255).astype(np.uint8)
+    return _affine_color(image, np.eye(3), delta)
 
 
 def augment_detection(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,

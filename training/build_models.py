@@ -18,7 +18,8 @@ TRAIN_SEED, VAL_SEED, HELDOUT_SEED = 1, 2, 3
 def _scenes(out: Path, count: int, seed: int) -> Path:
     from training.synth.__main__ import main as synth_main
 
-    if not (out / "annotations.json").exists():
+    ann = out / "annotations.json"
+    if not ann.exists() or len(json.loads(ann.read_text())["images"]) != count:
         synth_main(["scenes", "--out", str(out), "--count", str(count), "--seed", str(seed)])
     return out
 
@@ -66,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.build_models", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files go")
     parser.add_argument("--work", type=Path, default=Path("runs/build"), help="datasets and training runs")
-    parser.add_argument("--train-scenes", type=int, default=4000)
+    parser.add_argument("--train-scenes", type=int, default=6000)
     parser.add_argument("--val-scenes", type=int, default=300)
     parser.add_argument("--heldout-scenes", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=13)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--heldout-only", action="store_true", help="only score the models already in --out")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 Assignment (YOLO): an object belongs to the grid cell holding its midpoint, at the scale and
 anchor whose shape has the highest IoU with the object's. Loss terms:
-- objectness: BCE on every row; 1 at assigned rows, 0 elsewhere, except rows whose predicted box
-  already overlaps an object with IoU > ``ignore_iou`` (YOLOv3's ignore rule), which are left out;
+- objectness: BCE on every row; at assigned rows the target is the IoU of the predicted box with
+  its object (detached, as in YOLOv5), so the score ranks boxes by how well they fit, which is what
+  mAP@[.5:.95] rewards; 0 elsewhere, except rows whose predicted box already overlaps an object
+  with IoU > ``ignore_iou`` (YOLOv3's ignore rule), which are left out;
 - box: ``1 - CIoU`` between the decoded prediction and the object at assigned rows;
 - class: cross-entropy at assigned rows.
 """
@@ -97,18 +99,20 @@ def grid_tensors(grid: AnchorGrid) -> dict[str, torch.Tensor]:
 
 def _ignore_mask(pred_boxes: torch.Tensor, targets: Targets, ignore_iou: float) -> torch.Tensor:
     """``(B, N)`` True where a prediction overlaps any object of its image above ``ignore_iou``."""
-    ignore = torch.zeros(pred_boxes.shape[:2], dtype=torch.bool)
-    for b in torch.unique(targets.batch).tolist():
-        gt = targets.boxes[targets.batch == b]
-        p = pred_boxes[b]
-        lt = torch.max(p[:, None, :2], gt[None, :, :2])
-        rb = torch.min(p[:, None, 2:], gt[None, :, 2:])
-        inter = (rb - lt).clamp(min=0).prod(-1)
-        area_p = (p[:, 2:] - p[:, :2]).clamp(min=0).prod(-1)
-        area_g = (gt[:, 2:] - gt[:, :2]).prod(-1)
-        iou = inter / (area_p[:, None] + area_g[None, :] - inter + 1e-7)
-        ignore[b] = iou.max(dim=1).values > ignore_iou
-    return ignore
+    b, n = pred_boxes.shape[:2]
+    if targets.batch.numel() == 0:
+        return torch.zeros((b, n), dtype=torch.bool)
+    counts = torch.bincount(targets.batch, minlength=b)
+    slot = torch.arange(targets.batch.numel()) - (torch.cumsum(counts, 0) - counts)[targets.batch]
+    gt = torch.zeros((b, int(counts.max()), 4))                                # (B, G, 4), zero-padded
+    gt[targets.batch, slot] = targets.boxes
+    lt = torch.max(pred_boxes[:, :, None, :2], gt[:, None, :, :2])
+    rb = torch.min(pred_boxes[:, :, None, 2:], gt[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)                                    # (B, N, G)
+    area_p = (pred_boxes[..., 2:] - pred_boxes[..., :2]).clamp(min=0).prod(-1)
+    area_g = (gt[..., 2:] - gt[..., :2]).prod(-1)
+    iou = inter / (area_p[:, :, None] + area_g[:, None, :] - inter + 1e-7)      # padding gives 0
+    return iou.max(dim=2).values > ignore_iou
 
 
 def detection_loss(pred: torch.Tensor, targets: Targets, grid: dict[str, torch.Tensor],
@@ -121,15 +125,16 @@ def detection_loss(pred: torch.Tensor, targets: Targets, grid: dict[str, torch.T
     with torch.no_grad():
         pred_boxes = decode_boxes(pred[..., 1:5].float(), grid)
         weight[_ignore_mask(pred_boxes, targets, ignore_iou)] = 0.0
-    obj_target[targets.batch, targets.row] = 1.0
     weight[targets.batch, targets.row] = 1.0
-    obj = F.binary_cross_entropy_with_logits(pred[..., 0], obj_target, weight=weight, reduction="sum") / n_pos
     if targets.row.numel():
         pos = pred[targets.batch, targets.row]                                 # (P, 5 + C)
         sel = {k: v[targets.row] for k, v in grid.items()}
-        box = (1.0 - ciou(decode_boxes(pos[:, 1:5], sel), targets.boxes)).mean()
+        fit = ciou(decode_boxes(pos[:, 1:5], sel), targets.boxes)
+        box = (1.0 - fit).mean()
         cls = F.cross_entropy(pos[:, 5:], targets.labels)
+        obj_target[targets.batch, targets.row] = fit.detach().clamp(min=0.0)
     else:
         box = cls = pred.sum() * 0.0
+    obj = F.binary_cross_entropy_with_logits(pred[..., 0], obj_target, weight=weight, reduction="sum") / n_pos
     total = obj + box_weight * box + cls_weight * cls
     return total, {"obj": obj.item(), "box": box.item(), "cls": cls.item()}
