@@ -26,6 +26,7 @@ def _add_train(sub) -> None:
     p.add_argument("--depth", type=float, default=0.67, help="repeat multiplier")
     p.add_argument("--resolution", type=float, default=1.0, help="input side multiplier over --base-size")
     p.add_argument("--base-size", type=int, default=320)
+    p.add_argument("--expansion", type=int, default=4, help="bottleneck expansion cap (MobileNetV2: 6)")
     p.add_argument("--val-limit", type=int, default=200)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

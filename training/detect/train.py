@@ -43,6 +43,7 @@ class TrainOptions:
     depth: float = 0.67
     resolution: float = 1.0
     base_size: int = 320
+    expansion: int = 4
     anchors_per_scale: int = 3
     val_limit: int = 200
     resume: bool = False
@@ -145,7 +146,7 @@ def build_model(opts: TrainOptions, train_data: DetectionData) -> tuple[Detector
         model.load_state_dict(ckpt["model"])
         return model, ckpt
     cfg = DetectorConfig(num_classes=len(train_data.class_names), width=opts.width, depth=opts.depth,
-                         resolution=opts.resolution, base_size=opts.base_size)
+                         resolution=opts.resolution, base_size=opts.base_size, expansion=opts.expansion)
     cfg.anchors = fit_anchors(train_data, cfg.input_size, opts.anchors_per_scale, opts.seed)
     model = Detector(cfg)
     if opts.init_from:
