@@ -41,8 +41,8 @@ def _run(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectP
     return DetectResponse(
         model=ModelRef(name=detector.meta.name, version=detector.meta.version),
         image=ImageSize(width=image.width, height=image.height),
-        detections=[Detection(box=Box(x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3])),
-                              score=float(s), class_id=int(c), label=names[int(c)])
+        detections=[Detection(box=Box(**{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), b)}),
+                              score=round(float(s), 4), class_id=int(c), label=names[int(c)])
                     for b, s, c in zip(dets.boxes, dets.scores, dets.class_ids)],
         timings_ms=DetectTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
                                  inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3)),

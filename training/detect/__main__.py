@@ -21,6 +21,7 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--box-weight", type=float, default=5.0, help="weight of the box (1 - CIoU) loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=float, default=0.5, help="channel multiplier")
     p.add_argument("--depth", type=float, default=0.67, help="repeat multiplier")

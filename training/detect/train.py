@@ -38,6 +38,7 @@ class TrainOptions:
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 5e-4
+    box_weight: float = 5.0   # weight of the (1 - CIoU) term against objectness and class
     seed: int = 0
     width: float = 0.5
     depth: float = 0.67
@@ -205,7 +206,7 @@ def train(opts: TrainOptions) -> dict:
                 g["lr"] = lr
             targets = assign_targets(boxes, labels, list(STRIDES), cfg.anchors, cfg.input_size)
             pred = model(images.contiguous(memory_format=torch.channels_last))
-            loss, parts = detection_loss(pred, targets, grid)
+            loss, parts = detection_loss(pred, targets, grid, box_weight=opts.box_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
