@@ -1,7 +1,6 @@
 """A tiny real training run through the CLI, then export, ONNX parity, resume and transfer."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
