@@ -15,6 +15,8 @@ def test_build_models_pipeline(tmp_path):
     assert card["heldout"]["images"] == 4 and 0.0 <= card["heldout"]["map50"] <= 1.0
     assert card["parity_max_abs_diff"] <= 1e-4
     assert card["architecture"]["parameters"] > 0 and card["architecture"]["flops"] > 0
+    search = card["input_size_search"]
+    assert search["chosen"] in map(int, search["scores"]) and search["train_input_size"] in map(int, search["scores"])
     # Scoring again keeps what the training run recorded.
     assert main(args + ["--heldout-only"]) == 0
     again = json.loads((models / "detector.card.json").read_text())

@@ -61,12 +61,44 @@ def test_export_parity_and_metadata(tiny_run, tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     assert np.abs(got - want).max() <= 1e-4
+    # height and width are free: a larger input (a tuned serving size) runs and still agrees
+    big = torch.rand(2, 3, size + 32, size + 32, generator=torch.Generator().manual_seed(2))
+    got = session.run(None, {"images": big.numpy()})[0]
+    with torch.no_grad():
+        want = model(big).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
     meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
-    assert meta["task"] == "detection"
+    assert meta["task"] == "detection" and meta["train_input_size"] == size
     assert meta["class_names"] == ["pedestrian", "car", "motorcycle"]
     assert meta["input_size"] == size and meta["strides"] == list(STRIDES)
     assert len(meta["anchors"]) == 3 and meta["normalization"]["std"] == [1.0, 1.0, 1.0]
     assert {"version", "output_layout", "training", "architecture"} <= meta.keys()
+
+
+def test_tune_size_writes_the_best_validation_size(tiny_run, tiny_sets, tmp_path):
+    out = tmp_path / "det.onnx"
+    assert detect_cli(["export", "--checkpoint", str(tiny_run / "best.pt"), "--out", str(out)]) == 0
+    size = load_checkpoint(tiny_run / "best.pt")[0].cfg.input_size
+    sizes = [size, size + 32]
+    args = ["tune-size", "--model", str(out), "--val", str(tiny_sets / "val"), "--sizes", ",".join(map(str, sizes))]
+    assert detect_cli(args) == 0
+    meta = {k: json.loads(v) for k, v in
+            ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta()
+            .custom_metadata_map.items()}
+    search = meta["input_size_search"]
+    assert sorted(map(int, search["scores"])) == sizes and meta["train_input_size"] == size
+    best = max(sizes, key=lambda s: (search["scores"][str(s)]["map50_95"], -s))
+    assert meta["input_size"] == search["chosen"] == best
+    # the rewritten file serves at its new size: the layout check at load runs a zero batch of it
+    from app.detector import ObjectDetector
+    from app.settings import Settings
+
+    assert ObjectDetector.load(out, Settings(device="cpu")).meta.input_size == best
+
+
+def test_tune_size_refuses_sizes_off_the_stride(tiny_run, tmp_path):
+    with pytest.raises(SystemExit):
+        detect_cli(["tune-size", "--model", str(tmp_path / "x.onnx"), "--val", str(tmp_path), "--sizes", "100"])
 
 
 def test_init_from_copies_weights_and_freeze_backbone(tiny_run, tiny_sets):

@@ -1,5 +1,6 @@
-"""Export a torch model to ONNX with a dynamic batch axis and its metadata in ``metadata_props``,
-then check ONNX Runtime against PyTorch on the same input. Shared by every task's exporter."""
+"""Export a torch model to ONNX with a dynamic batch axis (and, where the model allows it, dynamic
+height and width) and its metadata in ``metadata_props``, then check ONNX Runtime against PyTorch on
+the same input. Shared by every task's exporter."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ OPSET = 17
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, object],
-                output_name: str = "output") -> Path:
-    """Write ``model`` to ``path``; each metadata value is stored JSON-encoded under its key."""
+                output_name: str = "output", output_axes: dict[int, str] | None = None,
+                dynamic_size: bool = False) -> Path:
+    """Write ``model`` to ``path``; each metadata value is stored JSON-encoded under its key.
+
+    The batch axis is always dynamic; ``dynamic_size`` also frees the input's height and width (a
+    fully convolutional model), and ``output_axes`` names the output axes that follow them."""
     model = model.eval().to(memory_format=torch.contiguous_format)
+    in_axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     buf = io.BytesIO()
     torch.onnx.export(model, (example,), buf, input_names=["images"], output_names=[output_name],
-                      dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
+                      dynamic_axes={"images": in_axes, output_name: {0: "batch", **(output_axes or {})}},
                       opset_version=OPSET, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
     for key, value in metadata.items():

@@ -1,7 +1,8 @@
-"""``python -m training.detect train|eval|export``: the detector's command line.
+"""``python -m training.detect train|eval|export|tune-size``: the detector's command line.
 
-  train   train on a COCO/YOLO dataset, validating each epoch (run dir: checkpoints, curves, history)
-  export  write a checkpoint to ONNX with its metadata and check ONNX Runtime against PyTorch
+  train      train on a COCO/YOLO dataset, validating each epoch (run dir: checkpoints, curves, history)
+  export     write a checkpoint to ONNX with its metadata and check ONNX Runtime against PyTorch
+  tune-size  pick an ONNX file's serving input size on a validation set (written into its metadata)
   eval    score a checkpoint, an ONNX file, or a running server (POST /detect) with pycocotools
 """
 
@@ -44,6 +45,15 @@ def _add_export(sub) -> None:
     p.add_argument("--task", default="detection")
 
 
+def _add_tune_size(sub) -> None:
+    p = sub.add_parser("tune-size", help="choose the serving input size on validation data")
+    p.add_argument("--model", type=Path, required=True, help="an exported detector (.onnx), rewritten in place")
+    p.add_argument("--val", type=Path, required=True, help="validation set (COCO); never the held-out set")
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated sizes, multiples of 32 (default: training size to 1.3x it)")
+    p.add_argument("--limit", type=int, default=None)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint, an ONNX model, or a server")
     p.add_argument("--data", type=Path, required=True, help="COCO set to score on (held out)")
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_export(sub)
     _add_eval(sub)
+    _add_tune_size(sub)
     args = parser.parse_args(argv)
     if args.command == "train":
         from training.detect.train import TrainOptions, train
@@ -77,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         if diff > 1e-4:
             print("parity check failed (> 1e-4)", file=sys.stderr)
             return 1
+    elif args.command == "tune-size":
+        from training.detect.input_size import tune_input_size
+
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+        if sizes and any(s % 32 for s in sizes):
+            parser.error("--sizes must be multiples of 32 (the largest stride)")
+        tune_input_size(args.model, args.val, sizes, limit=args.limit)
     else:
         from training.detect.heldout import evaluate
 

@@ -26,7 +26,7 @@ def detector_metadata(model: Detector, ckpt: dict, name: str, version: str, task
     return {
         "name": name, "task": task, "version": version,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "class_names": ckpt["class_names"], "input_size": cfg.input_size,
+        "class_names": ckpt["class_names"], "input_size": cfg.input_size, "train_input_size": cfg.input_size,
         "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD),
                           "letterbox_pad": 114},
         "anchors": cfg.anchors, "strides": list(STRIDES), "output_layout": OUTPUT_LAYOUT,
@@ -45,6 +45,9 @@ def export_detector(checkpoint: Path, out: Path, name: str = "detector", version
     """Write the ONNX file and return it with the ONNX Runtime vs PyTorch max abs difference."""
     model, ckpt = load_checkpoint(checkpoint)
     size = model.cfg.input_size
-    path = export_onnx(model, torch.zeros(1, 3, size, size), out, detector_metadata(model, ckpt, name, version, task))
-    diff = parity(model, path, torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    path = export_onnx(model, torch.zeros(1, 3, size, size), out, detector_metadata(model, ckpt, name, version, task),
+                       output_axes={1: "rows"}, dynamic_size=True)
+    gen = torch.Generator().manual_seed(0)
+    # parity at the training size and at a larger one (the serving size may be tuned upwards)
+    diff = max(parity(model, path, torch.rand(2, 3, s, s, generator=gen)) for s in (size, size + 64))
     return path, diff

@@ -4,6 +4,7 @@ training checkpoint directly; then pycocotools."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ def in_process_client(model: Path) -> Iterator[object]:
     from app.main import create_app
     from app.settings import Settings
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per image otherwise
     app = create_app(Settings(models_dir=Path(model).parent))
     with TestClient(app) as client:
         deadline = time.time() + 120
