@@ -37,9 +37,11 @@ class DetectionData:
 
 
 def load_coco(json_path: Path, images_dir: Path | None = None) -> DetectionData:
-    """Read a COCO detection file; images are looked up in ``images_dir`` (default: ``<json dir>/images``)."""
+    """Read a COCO detection file; images are looked up in ``images_dir`` (default: ``<json dir>/images``
+    when that folder exists, else the json's own folder, as in the face sets' ``<identity>/<k>.png``)."""
     json_path = Path(json_path)
-    images_dir = Path(images_dir) if images_dir else json_path.parent / "images"
+    if images_dir is None:
+        images_dir = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
     doc = json.loads(json_path.read_text())
     cats = sorted(doc["categories"], key=lambda c: c["id"])
     index_of = {c["id"]: i for i, c in enumerate(cats)}
@@ -53,7 +55,7 @@ def load_coco(json_path: Path, images_dir: Path | None = None) -> DetectionData:
         xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         labels = np.asarray([index_of[a["category_id"]] for a in anns], dtype=np.int64)
-        samples.append(Sample(images_dir / img["file_name"], boxes, labels, img["id"], img["width"], img["height"]))
+        samples.append(Sample(Path(images_dir) / img["file_name"], boxes, labels, img["id"], img["width"], img["height"]))
     return DetectionData(samples, [c["name"] for c in cats], json_path)
 
 

@@ -1,0 +1,93 @@
+"""Face geometry shared by training and serving: the square crop around a detected box that the
+landmark model reads, and the alignment of 5 landmarks onto a canonical template that the
+embedder reads.
+
+Points are ``(5, 2) float32`` pixel coordinates in the order left eye, right eye, nose tip, left
+mouth corner, right mouth corner (left/right as seen in the image). Transforms are ``(2, 3)``
+affine matrices mapping source pixels to destination pixels (OpenCV's convention), applied with
+``cv2.warpAffine``. Images are ``HxWx3 uint8 RGB``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
+
+# Canonical positions of the 5 points as fractions of the aligned crop's side: eyes level, the face
+# centred, with room for the forehead and chin. The crop is (size x size) pixels.
+FACE_TEMPLATE = np.array([[0.33, 0.40], [0.67, 0.40], [0.50, 0.57], [0.37, 0.73], [0.63, 0.73]], dtype=np.float32)
+
+BORDER = 114  # grey fill where a crop reaches outside the image, as the letterbox pad
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (rotation, uniform scale, translation; no reflection) taking
+    ``src (N, 2)`` onto ``dst (N, 2)`` (Umeyama, 1991). Returns a ``(2, 3)`` float64 matrix."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = (s ** 2).sum() / len(src)
+    if var_s < 1e-12:
+        raise ValueError("landmarks are all at one point; no transform fits them")
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    flip = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ flip @ vt
+    scale = float((sig * np.diag(flip)).sum() / var_s)
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a ``(2, 3)`` affine ``matrix`` to ``(N, 2)`` points."""
+    pts = np.asarray(points, dtype=np.float64)
+    return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def alignment_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The similarity taking the 5 ``landmarks`` onto the template of a ``size``-pixel crop."""
+    return similarity_transform(landmarks, FACE_TEMPLATE * size)
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.warpAffine`` onto a ``size x size`` crop, without aliasing when it shrinks: a shrink by
+    more than 2x first reduces the image by an integer factor with area averaging."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    factor = int(1.0 / scale) if scale > 0 else 1
+    if factor >= 2:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        # pixel centres: p + 0.5 = s (q + 0.5) between original p and reduced q
+        matrix = matrix @ np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
+        image = small
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(BORDER, BORDER, BORDER))
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The ``size x size`` aligned face: eyes level, at the template's places."""
+    return warp(image, alignment_transform(landmarks, size), size)
+
+
+def box_crop_transform(box: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Scale and shift taking the square of side ``margin x`` the longer side of ``box`` (xyxy),
+    centred on it, onto a ``size``-pixel crop."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * margin
+    scale = size / side
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]])
+
+
+def crop_box(image: np.ndarray, box: np.ndarray, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square crop the landmark model reads, and the transform from image to crop pixels."""
+    matrix = box_crop_transform(box, size, margin)
+    return warp(image, matrix, size), matrix
