@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import detect, health
+from app.api import detect, faces, health, subjects
 from app.errors import install_error_handlers
+from app.gallery import Gallery
 from app.limits import BodyLimitMiddleware
 from app.registry import ModelRegistry, load_models
 from app.settings import Settings
@@ -21,13 +22,22 @@ from app.settings import Settings
 log = logging.getLogger("sightline")
 
 
+def _start(app: FastAPI) -> None:
+    """Load the models, then open the gallery for the embedder they hold; ready after both."""
+    settings, registry = app.state.settings, app.state.registry
+    load_models(settings, registry)
+    if registry.embedder is not None:
+        app.state.gallery = Gallery.open(settings.data_dir, registry.embedder.fingerprint,
+                                         registry.embedder.meta.embedding_dim)
+    registry.ready = True
+
+
 async def _load(app: FastAPI) -> None:
     try:
-        await asyncio.get_running_loop().run_in_executor(app.state.pool, load_models, app.state.settings,
-                                                         app.state.registry)
+        await asyncio.get_running_loop().run_in_executor(app.state.pool, _start, app)
     except Exception as exc:  # a model that cannot be served: keep answering, say why in /readyz
         app.state.registry.error = str(exc)
-        log.error("model loading failed: %s", exc)
+        log.error("start-up failed: %s", exc)
 
 
 @asynccontextmanager
@@ -36,12 +46,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     workers = settings.worker_threads or (os.cpu_count() or 1) + 2
     app.state.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sightline")
     app.state.registry = ModelRegistry()
+    app.state.gallery = None
     loading = asyncio.create_task(_load(app))
     try:
         yield
     finally:
         loading.cancel()
         app.state.pool.shutdown(wait=True, cancel_futures=True)
+        if app.state.gallery is not None:
+            app.state.gallery.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,10 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Self-hosted computer vision: detection, segmentation, faces.")
     app.state.settings = settings
     app.state.registry = ModelRegistry()
+    app.state.gallery = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(detect.router)
+    app.include_router(faces.router)
+    app.include_router(subjects.router)
     return app
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.detector import ObjectDetector
 from app.errors import Unavailable
+from app.faces import FACE_DETECTION, FACE_EMBEDDING, FACE_LANDMARKS, FaceAnalyzer, FaceEmbedder, LandmarkModel
 from app.runtime import ModelLoadError, create_session, read_metadata
 from app.settings import Settings
 
@@ -24,22 +25,41 @@ DETECTION = "detection"
 @dataclass
 class ModelRegistry:
     detectors: dict[str, ObjectDetector] = field(default_factory=dict)
+    face_detector: ObjectDetector | None = None
+    landmarks: LandmarkModel | None = None
+    embedder: FaceEmbedder | None = None
     ready: bool = False
     error: str | None = None  # why loading failed, when it did
 
-    def detector(self) -> ObjectDetector:
-        """The object detector serving ``/detect``."""
+    def _check_ready(self) -> None:
         if self.error:
             raise Unavailable(f"models failed to load: {self.error}", code="model_load_failed")
         if not self.ready:
             raise Unavailable("models are still loading; retry shortly", headers={"Retry-After": "1"})
+
+    def detector(self) -> ObjectDetector:
+        """The object detector serving ``/detect``."""
+        self._check_ready()
         if not self.detectors:
             raise Unavailable("no detection model is installed in the models directory",
                               code="model_not_available")
         return next(iter(self.detectors.values()))
 
-    def describe(self) -> list[ObjectDetector]:
-        return list(self.detectors.values())
+    def faces(self, embedding: bool) -> FaceAnalyzer:
+        """The face pipeline; ``embedding`` when the route compares faces (verify, identify, enroll)."""
+        self._check_ready()
+        missing = [name for name, model, needed in (("face detection", self.face_detector, True),
+                                                    ("face landmarks", self.landmarks, True),
+                                                    ("face embedding", self.embedder, embedding))
+                   if needed and model is None]
+        if missing:
+            raise Unavailable(f"no {' or '.join(missing)} model is installed in the models directory",
+                              code="model_not_available")
+        return FaceAnalyzer(self.face_detector, self.landmarks, self.embedder)  # type: ignore[arg-type]
+
+    def describe(self) -> list[ObjectDetector | LandmarkModel | FaceEmbedder]:
+        faces = [m for m in (self.face_detector, self.landmarks, self.embedder) if m is not None]
+        return [*self.detectors.values(), *faces]
 
 
 def load_models(settings: Settings, registry: ModelRegistry) -> None:
@@ -54,7 +74,12 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         if task == DETECTION:
             det = ObjectDetector.from_session(session, meta, path)
             registry.detectors[det.meta.name] = det
+        elif task == FACE_DETECTION:
+            registry.face_detector = ObjectDetector.from_session(session, meta, path)
+        elif task == FACE_LANDMARKS:
+            registry.landmarks = LandmarkModel.from_session(session, meta, path)
+        elif task == FACE_EMBEDDING:
+            registry.embedder = FaceEmbedder.from_session(session, meta, path)
         else:
             log.warning("%s: task %r is not served by this version; skipped", path.name, task)
-    registry.ready = True
-    log.info("models ready: %s", ", ".join(registry.detectors) or "none")
+    log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")

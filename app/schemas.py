@@ -71,3 +71,73 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# ---- faces ----------------------------------------------------------------------------------
+
+class FaceOut(BaseModel):
+    box: Box
+    score: float = Field(ge=0, le=1)
+    landmarks: list[tuple[float, float]] = Field(
+        description="left eye, right eye, nose tip, left mouth corner, right mouth corner (as seen in the image)")
+
+
+class FacesDetectResponse(BaseModel):
+    model: ModelRef
+    image: ImageSize
+    faces: list[FaceOut]
+
+
+class VerifyResponse(BaseModel):
+    verified: bool = Field(description="distance <= threshold")
+    distance: float = Field(description="squared Euclidean distance between the unit embeddings, 0 to 4")
+    similarity: float = Field(description="cosine similarity, 1 - distance / 2")
+    probability: float | None = Field(description="match probability from the verification head")
+    threshold: float = Field(description="distance threshold, calibrated at the embedder's target false-accept rate")
+    faces: list[FaceOut] = Field(description="the largest face of image1, then of image2")
+
+
+class MatchOut(BaseModel):
+    subject_id: str
+    name: str
+    similarity: float
+    distance: float
+
+
+class IdentityOut(BaseModel):
+    subject_id: str
+    name: str
+
+
+class IdentifiedFace(FaceOut):
+    matches: list[MatchOut]
+    identity: IdentityOut | None = Field(description="the best match when within the threshold, else null")
+
+
+class IdentifyResponse(BaseModel):
+    threshold: float
+    faces: list[IdentifiedFace]
+
+
+class SubjectCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubjectOut(BaseModel):
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    created_at: str
+    face_ids: list[int]
+
+
+class SubjectList(BaseModel):
+    subjects: list[SubjectOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+
+
+class EnrolledFace(BaseModel):
+    face_id: int
+    subject_id: str
+    box: Box

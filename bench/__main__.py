@@ -14,6 +14,9 @@ from pathlib import Path
 from app.detector import ObjectDetector
 from app.imaging import decode_image
 from app.settings import Settings
+from bench.gallery_search import DEFAULT_RUNS as GALLERY_RUNS
+from bench.gallery_search import QUICK_RUNS as GALLERY_QUICK_RUNS
+from bench.gallery_search import bench_gallery_search
 from bench.http_load import bench_level, server_provider
 from bench.images import HEIGHT, QUALITY, WIDTH, make_jpegs
 from bench.inference import bench_raw
@@ -37,11 +40,13 @@ class Profile:
     http_seconds: float = 30.0
     http_warmup_s: float = 5.0
     nms_runs: tuple[tuple[int, int, int], ...] = ((1000, 50, 3), (10000, 7, 1))  # (boxes, reps, warm-up)
+    gallery_runs: tuple[tuple[int, int, int], ...] = GALLERY_RUNS  # (faces, 1-query calls, batch calls)
 
 
 DEFAULT = Profile("default")
 QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
-                http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)))
+                http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
+                gallery_runs=GALLERY_QUICK_RUNS)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -87,6 +92,7 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r["http"] = _http(model, jpegs, p)
     r["ratios"] = _ratios(r)
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
+    r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
     r["load_average_end"] = load_average()
     r["elapsed_s"] = time.perf_counter() - t0
     return r

@@ -86,8 +86,37 @@ def nms_table(r: dict) -> Table:
                  "OpenCV = app.vision.boxes.nms_per_class (cv2.dnn.NMSBoxesBatched, served)")
 
 
+def gallery_table(r: dict) -> Table:
+    g = r["gallery"]
+    rows = []
+    for size in g["sizes"]:
+        for x in size["indexes"]:
+            recall = ((_f(x["recall_at_1"], 3), _f(x["recall_at_10"], 3)) if "recall_at_1" in x
+                      else ("reference", "reference"))
+            rows.append([f"{size['faces']:,}", x["index"], _f(x["build_s"], 2), _f(x["bytes"] / 1e6),
+                         _f(x["single"]["median_ms"], 3), _f(x["single"]["p90_ms"], 3),
+                         _f(x["batch"]["median_ms"], 2), _f(x["batch"]["queries_per_s"], 0), *recall])
+    speedups = "; ".join(f"{s['faces']:,} faces: exact/HNSW median latency {s['hnsw_speedup_single']:.1f} "
+                         f"(1 query), {s['hnsw_speedup_batch']:.1f} (batch {g['batch']}), exact top-1 is the "
+                         f"query's source face for {100 * s['exact_top1_is_source']:.1f}% of queries"
+                         for s in g["sizes"])
+    note = (f"{g['dim']}-d unit vectors, identities of {g['faces_per_identity']} faces (noise {g['spread']}), queries "
+            f"= gallery faces + noise {g['query_noise']}; top-{g['k']}; recall of HNSW against exact over "
+            f"{g['sizes'][0]['queries']} queries; bytes = serialised index; faiss {g['faiss']}, "
+            f"{g['faiss_threads']} OpenMP threads; section took {g['elapsed_s']:.0f} s. {speedups}. "
+            "The gallery serves exact IndexFlatIP.")
+    return Table("6. Face-gallery search, exact against HNSW (faiss)",
+                 ["faces", "index", "build s", "MB", "1 query median ms", "1 query p90 ms",
+                  f"batch {g['batch']} median ms", "queries/s (batch)", "recall@1", f"recall@{g['k']}"], rows, note)
+
+
 def tables(r: dict) -> list[Table]:
-    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r)]
+    gallery = [gallery_table(r)] if "gallery" in r else []  # results recorded before section 6 existed
+    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery]
+
+
+def markdown_table(t: Table) -> str:
+    return "\n".join(_md_table(t)) + "\n"
 
 
 def _text_table(t: Table) -> list[str]:

@@ -8,7 +8,7 @@ from training.build_models import main
 def test_build_models_pipeline(tmp_path):
     models = tmp_path / "models"
     args = ["--out", str(models), "--work", str(tmp_path / "work"), "--train-scenes", "16", "--val-scenes", "4",
-            "--heldout-scenes", "4", "--epochs", "1"]
+            "--heldout-scenes", "4", "--epochs", "1", "--tasks", "detection"]
     assert main(args) == 0
     card = json.loads((models / "detector.card.json").read_text())
     assert (models / "detector.onnx").stat().st_size > 0

@@ -101,6 +101,28 @@ def test_tune_size_refuses_sizes_off_the_stride(tiny_run, tmp_path):
         detect_cli(["tune-size", "--model", str(tmp_path / "x.onnx"), "--val", str(tmp_path), "--sizes", "100"])
 
 
+def test_onnx_weights_reproduce_the_exported_model(tiny_run, tmp_path):
+    """A fresh model filled from the ONNX file (batch norm folded) computes what the file computes."""
+    from training.detect.onnx_weights import load_onnx_weights
+
+    out = tmp_path / "det.onnx"
+    assert detect_cli(["export", "--checkpoint", str(tiny_run / "best.pt"), "--out", str(out)]) == 0
+    src, _ = load_checkpoint(tiny_run / "best.pt")
+    fresh = Detector(DetectorConfig(**src.cfg.to_dict()))
+    copied, total = load_onnx_weights(fresh, out)
+    assert copied == total > 0
+    size = src.cfg.input_size
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    want = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        got = fresh.eval()(x).numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    # another class count: the heads do not fit and are left alone, the rest is copied
+    other = Detector(DetectorConfig(**{**src.cfg.to_dict(), "num_classes": 1}))
+    copied, total = load_onnx_weights(other, out)
+    assert copied == total - 3
+
+
 def test_init_from_copies_weights_and_freeze_backbone(tiny_run, tiny_sets):
     out = tiny_sets / "transfer"
     args = ["train", "--data", str(tiny_sets / "train"), "--val", str(tiny_sets / "val"), "--out", str(out),

@@ -76,7 +76,28 @@ def write_card(models: Path, name: str, heldout: dict, extra: dict) -> Path:
     return path
 
 
+def write_faces_card(models: Path, heldout: dict, extra: dict) -> Path:
+    """``models/faces.card.json``: the three face models' architecture, training and held-out figures."""
+    from training.onnx_export import file_metadata
+
+    card: dict = {"heldout": heldout, **extra, "models": {}}
+    for name in ("face_detector", "landmarks", "embedder"):
+        meta = file_metadata(models / f"{name}.onnx")
+        card["models"][name] = {"file": f"{name}.onnx", "size_mb": round((models / f"{name}.onnx").stat().st_size / 1e6, 2),
+                                "version": meta["version"], "input_size": meta["input_size"],
+                                "architecture": meta["architecture"], "training": meta["training"],
+                                **({"verification": meta["verification"]} if "verification" in meta else {})}
+    path = models / "faces.card.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        card = {**old, **{k: v for k, v in card.items() if v or k == "heldout"}}
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    from training.faces.build import FaceBuild
+
     parser = argparse.ArgumentParser(prog="python -m training.build_models", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files go")
     parser.add_argument("--work", type=Path, default=Path("runs/build"), help="datasets and training runs")
@@ -85,12 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-scenes", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=13)
     parser.add_argument("--heldout-only", action="store_true", help="only score the models already in --out")
+    parser.add_argument("--tasks", default="detection,faces",
+                        help="comma-separated: detection, faces (faces start from the detector's checkpoint)")
+    faces = parser.add_argument_group("faces")
+    defaults = FaceBuild()
+    for field in defaults.__dataclass_fields__:
+        faces.add_argument(f"--faces-{field.replace('_', '-')}", type=int, default=getattr(defaults, field))
     args = parser.parse_args(argv)
+    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
+    if not tasks or tasks - {"detection", "faces"}:
+        parser.error("--tasks takes detection and/or faces")
     args.out.mkdir(parents=True, exist_ok=True)
-    extra = {} if args.heldout_only else build_detector(args.work, args.out, args.train_scenes, args.val_scenes,
-                                                        args.epochs)
-    metrics = heldout_detector(args.work, args.out, args.heldout_scenes)
-    print(f"card: {write_card(args.out, 'detector', metrics, extra)}")
+    if "detection" in tasks:
+        extra = {} if args.heldout_only else build_detector(args.work, args.out, args.train_scenes,
+                                                            args.val_scenes, args.epochs)
+        metrics = heldout_detector(args.work, args.out, args.heldout_scenes)
+        print(f"card: {write_card(args.out, 'detector', metrics, extra)}")
+    if "faces" in tasks:
+        from training.faces.build import build_faces, heldout_faces
+
+        cfg = FaceBuild(**{f: getattr(args, f"faces_{f}") for f in defaults.__dataclass_fields__})
+        extra = {} if args.heldout_only else build_faces(args.work, args.out, cfg,
+                                                         args.work / "detector-run" / "best.pt")
+        print(f"card: {write_faces_card(args.out, heldout_faces(args.work, args.out, cfg), extra)}")
     return 0
 
 

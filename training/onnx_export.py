@@ -40,6 +40,28 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metad
     return path
 
 
+def file_metadata(path: Path) -> dict[str, object]:
+    """An ONNX file's ``metadata_props``, JSON-decoded."""
+    return {p.key: json.loads(p.value) for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def set_metadata(proto: onnx.ModelProto, values: dict[str, object]) -> None:
+    """Set (or add) each key of ``values`` in ``proto``'s metadata, JSON-encoded."""
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in values.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+
+
+def update_metadata(path: Path, values: dict[str, object]) -> Path:
+    """Rewrite ``path`` with ``values`` merged into its metadata (the weights untouched)."""
+    proto = onnx.load(str(path))
+    set_metadata(proto, values)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Path(path)
+
+
 def parity(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> float:
     """Max absolute difference between PyTorch and ONNX Runtime (CPU) outputs on ``inputs``."""
     with torch.no_grad():

@@ -10,6 +10,9 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 
 from app.detector import ObjectDetector
+from app.errors import Unavailable
+from app.faces import FaceAnalyzer
+from app.gallery import Gallery
 from app.registry import ModelRegistry
 from app.settings import Settings
 
@@ -26,6 +29,24 @@ def get_registry(request: Request) -> ModelRegistry:
 
 def get_detector(request: Request) -> ObjectDetector:
     return get_registry(request).detector()
+
+
+def get_faces(request: Request) -> FaceAnalyzer:
+    """The face detector and landmarks (``/faces/detect``)."""
+    return get_registry(request).faces(embedding=False)
+
+
+def get_faces_embed(request: Request) -> FaceAnalyzer:
+    """The whole face pipeline, embedder included (verify, identify, enroll)."""
+    return get_registry(request).faces(embedding=True)
+
+
+def get_gallery(request: Request) -> Gallery:
+    get_registry(request).faces(embedding=True)   # the gallery opens once the embedder is in
+    gallery = getattr(request.app.state, "gallery", None)
+    if gallery is None:
+        raise Unavailable("the face gallery is not open; see the server log", code="gallery_unavailable")
+    return gallery
 
 
 class Offload:
@@ -46,3 +67,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 DetectorDep = Annotated[ObjectDetector, Depends(get_detector)]
 OffloadDep = Annotated[Offload, Depends(get_offload)]
+FacesDep = Annotated[FaceAnalyzer, Depends(get_faces)]
+FacesEmbedDep = Annotated[FaceAnalyzer, Depends(get_faces_embed)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]

@@ -50,9 +50,9 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
-def alignment_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """The similarity taking the 5 ``landmarks`` onto the template of a ``size``-pixel crop."""
-    return similarity_transform(landmarks, FACE_TEMPLATE * size)
+def alignment_transform(landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE) -> np.ndarray:
+    """The similarity taking the 5 ``landmarks`` onto ``template`` (fractions) of a ``size``-pixel crop."""
+    return similarity_transform(landmarks, np.asarray(template, dtype=np.float64) * size)
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -72,9 +72,10 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
                           borderValue=(BORDER, BORDER, BORDER))
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE
+               ) -> np.ndarray:
     """The ``size x size`` aligned face: eyes level, at the template's places."""
-    return warp(image, alignment_transform(landmarks, size), size)
+    return warp(image, alignment_transform(landmarks, size, template), size)
 
 
 def box_crop_transform(box: np.ndarray, size: int, margin: float) -> np.ndarray:

@@ -32,7 +32,8 @@ def _add_train(sub) -> None:
     p.add_argument("--val-limit", type=int, default=200)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--init-from", type=Path, default=None, help="checkpoint whose matching weights start the model")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="checkpoint (.pt) or exported detector (.onnx) whose matching weights start the model")
     p.add_argument("--freeze", choices=["backbone", "none"], default="none")
 
 

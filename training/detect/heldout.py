@@ -39,16 +39,20 @@ def http_predictor(post: Callable[..., object]) -> Callable[[Path], Detections]:
 
 
 @contextmanager
-def in_process_client(model: Path) -> Iterator[object]:
-    """A TestClient over the real app serving only ``model``'s folder, ready when yielded."""
+def in_process_client(model: Path, data_dir: Path | None = None) -> Iterator[object]:
+    """A TestClient over the real app serving ``model``'s folder (``model`` may be the folder),
+    with its gallery in ``data_dir`` (default: a temporary folder), ready when yielded."""
+    import tempfile
+
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.settings import Settings
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per image otherwise
-    app = create_app(Settings(models_dir=Path(model).parent))
-    with TestClient(app) as client:
+    models_dir = Path(model) if Path(model).is_dir() else Path(model).parent
+    with tempfile.TemporaryDirectory(prefix="sightline-data-") as tmp, \
+            TestClient(create_app(Settings(models_dir=models_dir, data_dir=data_dir or Path(tmp)))) as client:
         deadline = time.time() + 120
         while client.get("/readyz").status_code != 200:
             if time.time() > deadline:

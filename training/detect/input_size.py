@@ -17,25 +17,14 @@ from typing import Sequence
 
 import onnx
 
+from training.onnx_export import file_metadata, set_metadata
+
 METRIC = "map50_95"
 
 
 def candidate_sizes(train_size: int, max_ratio: float = 1.3, step: int = 32) -> list[int]:
     """Sizes from the training size up to ``max_ratio`` times it, in multiples of the largest stride."""
     return list(range(train_size, int(train_size * max_ratio) + 1, step))
-
-
-def _metadata(proto: onnx.ModelProto) -> dict[str, object]:
-    return {p.key: json.loads(p.value) for p in proto.metadata_props}
-
-
-def _set_metadata(proto: onnx.ModelProto, key: str, value: object) -> None:
-    for p in proto.metadata_props:
-        if p.key == key:
-            p.value = json.dumps(value)
-            return
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = key, json.dumps(value)
 
 
 def with_input_size(src: Path, dst: Path, size: int, extra: dict[str, object] | None = None) -> Path:
@@ -49,11 +38,9 @@ def with_input_size(src: Path, dst: Path, size: int, extra: dict[str, object] | 
     rows = proto.graph.output[0].type.tensor_type.shape.dim[1]
     rows.ClearField("dim_value")
     rows.dim_param = "rows"
-    meta = _metadata(proto)
-    _set_metadata(proto, "train_input_size", meta.get("train_input_size", meta["input_size"]))
-    _set_metadata(proto, "input_size", size)
-    for key, value in (extra or {}).items():
-        _set_metadata(proto, key, value)
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    set_metadata(proto, {"train_input_size": meta.get("train_input_size", meta["input_size"]), "input_size": size,
+                         **(extra or {})})
     onnx.checker.check_model(proto)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +54,7 @@ def tune_input_size(model: Path, val: Path, sizes: Sequence[int] | None = None, 
     into ``out`` (default: ``model`` itself) and return the search: chosen size and every score."""
     from training.detect.heldout import evaluate
 
-    meta = _metadata(onnx.load(str(model), load_external_data=False))
+    meta = file_metadata(model)
     train_size = int(meta.get("train_input_size", meta["input_size"]))
     sizes = sorted(set(sizes or candidate_sizes(train_size)))
     scores: dict[str, dict[str, float]] = {}

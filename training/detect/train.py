@@ -150,7 +150,12 @@ def build_model(opts: TrainOptions, train_data: DetectionData) -> tuple[Detector
                          resolution=opts.resolution, base_size=opts.base_size, expansion=opts.expansion)
     cfg.anchors = fit_anchors(train_data, cfg.input_size, opts.anchors_per_scale, opts.seed)
     model = Detector(cfg)
-    if opts.init_from:
+    if opts.init_from and Path(opts.init_from).suffix == ".onnx":
+        from training.detect.onnx_weights import load_onnx_weights
+
+        copied, total = load_onnx_weights(model, opts.init_from)
+        print(f"init-from {opts.init_from}: {copied}/{total} convolutions copied (batch norm folded in)")
+    elif opts.init_from:
         src = torch.load(opts.init_from, map_location="cpu", weights_only=False)
         state = src.get("ema") or src["model"]
         own = model.state_dict()

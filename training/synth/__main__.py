@@ -55,10 +55,53 @@ def _add_scenes(subparsers) -> None:
     p.set_defaults(config=SceneConfig, run=_run_scenes)
 
 
+def _run_faces(args: argparse.Namespace, cfg) -> int:
+    from training.synth.faces import write_faces
+
+    start = time.perf_counter()
+    path = write_faces(args.out, args.identities, args.per_identity, args.seed, cfg, args.workers,
+                       args.first_identity)
+    took = time.perf_counter() - start
+    n = args.identities * args.per_identity
+    print(f"wrote {n} face photos to {args.out} in {took:.1f} s ({path.name})", file=sys.stderr)
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text}")
+    return value
+
+
+def _add_faces(subparsers) -> None:
+    from training.synth.faces import FaceConfig
+
+    p = subparsers.add_parser("faces", help="face photos per identity: COCO keypoints json with identities")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--identities", type=_positive_int, required=True, help="number of identities")
+    p.add_argument("--per-identity", type=_positive_int, required=True, help="photos per identity")
+    p.add_argument("--first-identity", type=_non_negative_int, default=0,
+                   help="index of the first identity, so that splits hold different people (default: 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                   help="worker processes; the output does not depend on it (default: CPU count)")
+    add_config_flags(p, FaceConfig)
+    p.set_defaults(config=FaceConfig, run=_run_faces)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.synth", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_scenes(subparsers)
+    _add_faces(subparsers)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""The face models as served: the face detector (the object detector with one class), the 5-point
+landmark regressor, and the embedder with its calibrated threshold and verification head; each
+reads its preprocessing contract from its own metadata. ``FaceAnalyzer`` chains them:
+
+    photo ─► face boxes ─► square crop per box ─► 5 landmarks ─► aligned crop ─► unit embedding
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.detector import DetectParams, Normalization, ObjectDetector
+from app.runtime import ModelLoadError
+from app.vision.align import align_face, crop_box, invert_affine, transform_points
+
+FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
+
+
+def _normalise(crops: np.ndarray, norm: Normalization) -> np.ndarray:
+    """``(B, S, S, 3) uint8`` → ``(B, 3, S, S) float32`` with the model's mean and std (of x / 255)."""
+    x = crops.astype(np.float32) * np.float32(1 / 255)
+    x = (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    task: str
+    version: str
+    input_size: int
+    normalization: Normalization
+
+
+class LandmarkMeta(_Meta):
+    crop_margin: float
+
+
+class VerificationMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    threshold: float
+    target_far: float
+
+
+class HeadMeta(BaseModel):
+    weights: list[float]
+    bias: float
+
+
+class EmbedderMeta(_Meta):
+    embedding_dim: int
+    template: list[tuple[float, float]]
+    distance: str
+    verification: VerificationMeta
+    verification_head: HeadMeta | None = None
+    weights_sha256: str | None = None
+
+
+class _OnnxModel:
+    """An ONNX Runtime session with validated metadata; thread-safe like the session itself."""
+
+    meta_class: type[_Meta] = _Meta
+
+    def __init__(self, session: ort.InferenceSession, meta: _Meta, path: Path) -> None:
+        self.session, self.meta, self.path = session, meta, path
+        self.input_name = session.get_inputs()[0].name
+        self.raw_metadata: dict[str, Any] = {}
+
+    @classmethod
+    def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path):
+        try:
+            meta = cls.meta_class.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelLoadError(f"{path.name}: its metadata does not describe a {raw.get('task')} model: {exc}") from exc
+        model = cls(session, meta, path)
+        model.raw_metadata = raw
+        out = model.run(np.zeros((1, 3, meta.input_size, meta.input_size), np.float32))
+        if out.shape != (1, model.output_width()):
+            raise ModelLoadError(f"{path.name}: output shape {out.shape} != (1, {model.output_width()}) "
+                                 "from its metadata")
+        return model
+
+    def output_width(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class LandmarkModel(_OnnxModel):
+    meta_class = LandmarkMeta
+    meta: LandmarkMeta
+
+    def output_width(self) -> int:
+        return 10
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """``(N, 4)`` face boxes → ``(N, 5, 2)`` landmarks in ``image`` pixels."""
+        if not len(boxes):
+            return np.zeros((0, 5, 2), np.float32)
+        size, margin = self.meta.input_size, self.meta.crop_margin
+        cut = [crop_box(image, box, size, margin) for box in boxes]
+        out = self.run(_normalise(np.stack([c for c, _ in cut]), self.meta.normalization)).reshape(-1, 5, 2) * size
+        return np.stack([transform_points(p, invert_affine(m)) for p, (_, m) in zip(out, cut)])
+
+
+class FaceEmbedder(_OnnxModel):
+    meta_class = EmbedderMeta
+    meta: EmbedderMeta
+
+    @property
+    def fingerprint(self) -> str:
+        """Version plus a digest of the weights (written at export, so recalibrating the threshold keeps
+        it): the gallery compares only faces embedded by these very weights."""
+        if not hasattr(self, "_fingerprint"):
+            digest = self.meta.weights_sha256
+            if digest is None:
+                digest = hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path.is_file() else "unknown"
+            self._fingerprint = f"{self.meta.version}+{digest[:12]}"
+        return self._fingerprint
+
+    def output_width(self) -> int:
+        return self.meta.embedding_dim
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.verification.threshold
+
+    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``(N, 5, 2)`` landmarks → ``(N, D)`` unit-length embeddings of the aligned faces."""
+        if not len(landmarks):
+            return np.zeros((0, self.meta.embedding_dim), np.float32)
+        size, template = self.meta.input_size, np.asarray(self.meta.template)
+        crops = np.stack([align_face(image, pts, size, template) for pts in landmarks])
+        emb = self.run(_normalise(crops, self.meta.normalization))
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def probability(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        """DeepFace's head: p(same person) from ``|a - b|``; None when the file has no head."""
+        head = self.meta.verification_head
+        if head is None:
+            return None
+        logit = float(np.dot(np.asarray(head.weights), np.abs(a - b)) + head.bias)
+        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))))
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray         # (4,) xyxy pixels
+    score: float
+    landmarks: np.ndarray   # (5, 2) pixels
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+@dataclass
+class FaceAnalyzer:
+    detector: ObjectDetector
+    landmarks: LandmarkModel
+    embedder: FaceEmbedder | None
+
+    def detect(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> list[Face]:
+        """Faces by descending score, each with its 5 landmarks."""
+        dets, _ = self.detector.detect(image, DetectParams(conf=conf, iou=0.4, max_det=max_faces))
+        points = self.landmarks.predict(image, dets.boxes)
+        return [Face(b.astype(np.float32), float(s), p) for b, s, p in zip(dets.boxes, dets.scores, points)]
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        if self.embedder is None:
+            raise ModelLoadError("no face embedding model is installed")
+        return self.embedder.embed(image, np.stack([f.landmarks for f in faces]) if faces else np.zeros((0, 5, 2)))

@@ -1,0 +1,185 @@
+"""The face models scored on identities never trained on, the way users reach them: every figure
+comes from HTTP calls to the app (in-process, or a running server with ``url``).
+
+- detection: ``POST /faces/detect`` on every photo, AP@0.5 by pycocotools against all annotated faces;
+- landmarks: NME of the detected face matching each annotated one (IoU >= 0.5);
+- verification: ``POST /verify`` on genuine and impostor pairs; TAR and FAR at the stored threshold;
+- identification: one photo of each of the first ``enrolled`` identities enrolled through
+  ``POST /subjects`` and ``POST /subjects/{id}/faces``; ``POST /identify`` on ``probes`` other photos
+  of each (rank-1: the best match is the right subject; identified: ``identity`` is the right subject),
+  and on the photos of the remaining identities, never enrolled (``identity`` must be null).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from app.vision.boxes import box_iou
+from training.faces.landmarks import nme
+
+
+@contextmanager
+def _client(models: Path | None, url: str | None) -> Iterator[object]:
+    if url:
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+    else:
+        from training.detect.heldout import in_process_client
+
+        with in_process_client(models) as client:
+            yield client
+
+
+def _post(client, path: str, files: dict[str, Path], **params) -> dict:
+    opened = {k: (p.name, p.read_bytes(), "image/png") for k, p in files.items()}
+    r = client.post(path, files=opened, params=params)
+    if r.status_code != 200 and r.status_code != 201:
+        raise RuntimeError(f"{path} {files}: {r.status_code} {r.text}")
+    return r.json()
+
+
+def _xyxy(box: dict) -> list[float]:
+    return [box["x1"], box["y1"], box["x2"], box["y2"]]
+
+
+def _matching(faces: list[dict], truth_box: np.ndarray) -> dict | None:
+    """The returned face overlapping the annotated box most, if by IoU >= 0.5."""
+    if not faces:
+        return None
+    iou = box_iou(truth_box[None], np.array([_xyxy(f["box"]) for f in faces], dtype=np.float32))[0]
+    best = int(iou.argmax())
+    return faces[best] if iou[best] >= 0.5 else None
+
+
+def _detection(client, doc: dict, root: Path) -> tuple[dict[str, float], dict[int, list[dict]]]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    per_image, results = {}, []
+    for img in doc["images"]:
+        faces = _post(client, "/faces/detect", {"image": root / img["file_name"]}, conf=0.01)["faces"]
+        per_image[img["id"]] = faces
+        for f in faces:
+            x1, y1, x2, y2 = _xyxy(f["box"])
+            results.append({"image_id": img["id"], "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": f["score"]})
+    gt = COCO(str(root / "annotations.json"))
+    ev = COCOeval(gt, gt.loadRes(results) if results else COCO(), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return {"ap50": float(ev.stats[1]), "ap50_95": float(ev.stats[0])}, per_image
+
+
+def _landmarks(doc: dict, per_image: dict[int, list[dict]]) -> dict[str, float]:
+    errors, missed = [], 0
+    for ann in doc["annotations"]:
+        x, y, w, h = ann["bbox"]
+        face = _matching([f for f in per_image[ann["image_id"]] if f["score"] >= 0.5],
+                         np.array([x, y, x + w, y + h], np.float32))
+        if face is None:
+            missed += 1
+            continue
+        truth = np.asarray(ann["keypoints"], np.float32).reshape(5, 3)[:, :2]
+        errors.append(nme(np.asarray(face["landmarks"], np.float32)[None], truth[None])[0])
+    return {"nme": float(np.mean(errors)), "faces": len(errors), "faces_missed": missed}
+
+
+def _photos_by_identity(doc: dict) -> dict[str, list[dict]]:
+    counts = {}
+    for ann in doc["annotations"]:
+        counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
+    out: dict[str, list[dict]] = {}
+    for img in doc["images"]:
+        out.setdefault(img["identity"], []).append({**img, "faces": counts.get(img["id"], 0)})
+    return out
+
+
+def _verification(client, root: Path, photos: dict[str, list[dict]], pairs: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    names = sorted(photos)
+    genuine, impostor = [], []
+    for _ in range(pairs):
+        a, b = rng.choice(len(photos[n := names[rng.integers(len(names))]]), 2, replace=False)
+        genuine.append((photos[n][a], photos[n][b]))
+    for _ in range(pairs * 3):
+        n1, n2 = rng.choice(len(names), 2, replace=False)
+        impostor.append((photos[names[n1]][rng.integers(len(photos[names[n1]]))],
+                         photos[names[n2]][rng.integers(len(photos[names[n2]]))]))
+    out = {}
+    for kind, items in (("genuine", genuine), ("impostor", impostor)):
+        verified, threshold = [], None
+        for p1, p2 in items:
+            r = _post(client, "/verify", {"image1": root / p1["file_name"], "image2": root / p2["file_name"]})
+            verified.append(r["verified"])
+            threshold = r["threshold"]
+        out[kind] = float(np.mean(verified))
+        out["threshold"] = threshold
+    return {"tar": out["genuine"], "far": out["impostor"], "threshold": out["threshold"],
+            "genuine_pairs": len(genuine), "impostor_pairs": len(impostor)}
+
+
+def _identification(client, root: Path, doc: dict, photos: dict[str, list[dict]], enrolled: int,
+                    probes: int) -> dict[str, float]:
+    names = sorted(photos)
+    known, unknown = names[:enrolled], names[enrolled:]
+    boxes = {a["image_id"]: a["bbox"] for a in doc["annotations"] if a.get("identity") is not None}
+    subject_of, probe_sets, skipped = {}, {}, 0
+    for name in known:
+        single = [p for p in photos[name] if p["faces"] == 1]
+        if not single:
+            skipped += 1
+            continue
+        r = client.post("/subjects", json={"name": name})
+        subject_of[name] = r.json()["id"]
+        _post(client, f"/subjects/{subject_of[name]}/faces", {"image": root / single[0]["file_name"]})
+        probe_sets[name] = [p for p in photos[name] if p["id"] != single[0]["id"]][:probes]
+
+    def probe(p: dict) -> dict | None:
+        faces = _post(client, "/identify", {"image": root / p["file_name"]}, top_k=5)["faces"]
+        x, y, w, h = boxes[p["id"]]
+        return _matching(faces, np.array([x, y, x + w, y + h], np.float32))
+
+    rank1 = identified = total = 0
+    for name, items in probe_sets.items():
+        for p in items:
+            face, total = probe(p), total + 1
+            if face and face["matches"] and face["matches"][0]["subject_id"] == subject_of[name]:
+                rank1 += 1
+            if face and face["identity"] and face["identity"]["subject_id"] == subject_of[name]:
+                identified += 1
+    rejected = strangers = 0
+    for name in unknown:
+        for p in photos[name][:probes]:
+            face, strangers = probe(p), strangers + 1
+            rejected += int(face is not None and face["identity"] is None)
+    listed = client.get("/subjects", params={"limit": 500}).json()["subjects"]
+    for s in listed:
+        client.delete(f"/subjects/{s['id']}")
+    return {"rank1": rank1 / max(total, 1), "identified": identified / max(total, 1), "probes": total,
+            "enrolled": len(subject_of), "enroll_skipped": skipped,
+            "unknown_rejected": rejected / max(strangers, 1), "unknown_probes": strangers}
+
+
+def evaluate_faces(data: Path, models: Path | None = None, url: str | None = None, enrolled: int = 200,
+                   probes: int = 5, pairs: int = 1000, seed: int = 0) -> dict[str, object]:
+    root = Path(data)
+    doc = json.loads((root / "annotations.json").read_text())
+    photos = _photos_by_identity(doc)
+    started = time.time()
+    with _client(models, url) as client:
+        detection, per_image = _detection(client, doc, root)
+        landmarks = _landmarks(doc, per_image)
+        verification = _verification(client, root, photos, pairs, seed)
+        identification = _identification(client, root, doc, photos, enrolled, probes)
+    return {"detection": detection, "landmarks": landmarks, "verification": verification,
+            "identification": identification, "identities": len(photos), "photos": len(doc["images"]),
+            "seconds": round(time.time() - started, 1), "source": url or str(models)}
