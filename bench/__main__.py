@@ -17,6 +17,7 @@ from app.settings import Settings
 from bench.gallery_search import DEFAULT_RUNS as GALLERY_RUNS
 from bench.gallery_search import QUICK_RUNS as GALLERY_QUICK_RUNS
 from bench.gallery_search import bench_gallery_search
+from bench.faces_http import bench_faces
 from bench.http_load import bench_level, server_provider
 from bench.images import HEIGHT, QUALITY, WIDTH, make_jpegs
 from bench.inference import bench_raw
@@ -41,12 +42,15 @@ class Profile:
     http_warmup_s: float = 5.0
     nms_runs: tuple[tuple[int, int, int], ...] = ((1000, 50, 3), (10000, 7, 1))  # (boxes, reps, warm-up)
     gallery_runs: tuple[tuple[int, int, int], ...] = GALLERY_RUNS  # (faces, 1-query calls, batch calls)
+    face_identities: int = 40
+    face_photos: int = 4          # per identity: one enrolled, the others identified
+    face_clients: tuple[int, ...] = (1, 4)
 
 
 DEFAULT = Profile("default")
 QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
                 http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
-                gallery_runs=GALLERY_QUICK_RUNS)
+                gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,))
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -71,7 +75,10 @@ def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
     with uvicorn_server(model.parent) as server:
         levels = [bench_level(server, jpegs, c, p.http_seconds, p.http_warmup_s) for c in p.http_clients]
         provider = server_provider(server)
-    return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels}
+        faces = (bench_faces(server, p.face_identities, p.face_photos, p.face_clients)
+                 if (model.parent / "embedder.onnx").is_file() else None)
+    return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels,
+            "faces": faces}
 
 
 def _ratios(r: dict) -> dict:

@@ -110,9 +110,25 @@ def gallery_table(r: dict) -> Table:
                   f"batch {g['batch']} median ms", "queries/s (batch)", "recall@1", f"recall@{g['k']}"], rows, note)
 
 
+def faces_table(r: dict) -> Table:
+    f = r["http"]["faces"]
+    rows = []
+    for name, runs in (("enroll (POST /subjects/{id}/faces)", [f["enroll"]]), ("POST /verify", f["verify"]),
+                       ("POST /identify", f["identify"])):
+        for x in runs:
+            lat = x["latency"]
+            rows.append([name, str(x["clients"]), f"{x['ok']}/{x['requests']}", _f(lat.get("median_ms", 0.0)),
+                         _f(lat.get("p99_ms", 0.0)), _f(x["per_s"])])
+    note = (f"{f['identities']} synthetic people never trained on, {f['photos_per_identity']} JPEGs each (160 to 400 px "
+            f"a side); one enrolled per person, so /identify searches a gallery of {f['identities']}; /verify sends "
+            "two photos and runs the face pipeline on both. Same uvicorn server as section 3.")
+    return Table("7. Faces over HTTP", ["request", "clients", "ok", "p50 ms", "p99 ms", "requests/s"], rows, note)
+
+
 def tables(r: dict) -> list[Table]:
     gallery = [gallery_table(r)] if "gallery" in r else []  # results recorded before section 6 existed
-    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery]
+    faces = [faces_table(r)] if r.get("http", {}).get("faces") else []
+    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery, *faces]
 
 
 def markdown_table(t: Table) -> str:

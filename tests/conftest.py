@@ -19,8 +19,9 @@ def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def client():
-    """The real app over the bundled models, ready."""
-    with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=ROOT / "build" / "test-data"))) as c:
+def client(tmp_path_factory):
+    """The real app over the bundled models, with an empty gallery, ready."""
+    data = tmp_path_factory.mktemp("gallery")
+    with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=data))) as c:
         wait_ready(c)
         yield c

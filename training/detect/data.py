@@ -36,12 +36,17 @@ class DetectionData:
     coco_path: Path | None = None  # ground truth for pycocotools when the source is COCO
 
 
+def images_root(json_path: Path) -> Path:
+    """Where a COCO file's ``file_name``s start: ``<json dir>/images`` when that folder exists, else
+    the json's own folder (the face sets' ``<identity>/<k>.png``)."""
+    folder = Path(json_path).parent
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
 def load_coco(json_path: Path, images_dir: Path | None = None) -> DetectionData:
-    """Read a COCO detection file; images are looked up in ``images_dir`` (default: ``<json dir>/images``
-    when that folder exists, else the json's own folder, as in the face sets' ``<identity>/<k>.png``)."""
+    """Read a COCO detection file; images are looked up in ``images_dir`` (default: ``images_root``)."""
     json_path = Path(json_path)
-    if images_dir is None:
-        images_dir = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
+    images_dir = images_dir or images_root(json_path)
     doc = json.loads(json_path.read_text())
     cats = sorted(doc["categories"], key=lambda c: c["id"])
     index_of = {c["id"]: i for i, c in enumerate(cats)}

@@ -56,7 +56,9 @@ def evaluate_predictor(predict: Callable[[Path], Detections], coco_json: Path, i
                        limit: int | None = None) -> dict[str, float]:
     """Run ``predict`` on each image of a COCO set and score it."""
     gt = load_gt(coco_json)
-    images_dir = Path(images_dir) if images_dir else Path(coco_json).parent / "images"
+    from training.detect.data import images_root
+
+    images_dir = Path(images_dir) if images_dir else images_root(Path(coco_json))
     category_ids = sorted(gt.getCatIds())
     ids = sorted(gt.getImgIds())[:limit]
     results: list[dict] = []

@@ -4,6 +4,7 @@ training checkpoint directly; then pycocotools."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,19 @@ def in_process_client(model: Path, data_dir: Path | None = None) -> Iterator[obj
         yield client
 
 
+def serving_predictor(model: Path) -> Callable[[Path], Detections]:
+    """The serving classes in-process, without HTTP: the server's decoder and ``ObjectDetector``
+    (any detection task, the face detector included)."""
+    from app.detector import DetectParams, ObjectDetector
+    from app.imaging import decode_image
+    from app.settings import Settings
+
+    settings = Settings(device="cpu")
+    detector = ObjectDetector.load(Path(model), settings)
+    params = DetectParams(conf=EVAL_QUERY["conf"], iou=EVAL_QUERY["iou"], max_det=EVAL_QUERY["max_det"])
+    return lambda path: detector.detect(decode_image(path.read_bytes(), settings.max_pixels).rgb, params)[0]
+
+
 def checkpoint_predictor(checkpoint: Path) -> Callable[[Path], Detections]:
     from training.detect.data import read_rgb
     from training.detect.export import load_checkpoint
@@ -84,6 +98,6 @@ def evaluate(data: Path, checkpoint: Path | None = None, model: Path | None = No
             metrics = evaluate_predictor(http_predictor(client.post), coco, limit=limit)
     else:
         metrics = evaluate_predictor(checkpoint_predictor(checkpoint), coco, limit=limit)
-    n = limit or len(list((coco.parent / "images").glob("*")))
+    n = limit or len(json.loads(coco.read_text())["images"])
     return {**metrics, "images": n, "seconds": round(time.time() - started, 1),
             "source": url or str(model or checkpoint)}

@@ -1,11 +1,12 @@
-"""Choose the serving input size of an exported detector on validation data.
+"""Choose the serving input size of an exported detector (any detection task) on validation data.
 
 Training crops at random and letterboxes the crop to the training size, so objects look larger in
 training than in a whole photo letterboxed to the same size. Serving at a somewhat larger input than
 the training one undoes that ("FixRes", Touvron et al. 2019) and recovers small objects. The detector
 is fully convolutional and exported with free height and width, so the serving size is metadata: this
-module scores candidate sizes through the HTTP API on a validation set (never the held-out one) and
-writes the best into the file's ``input_size``, with the whole search beside it.
+module scores candidate sizes with the serving code (decoder, ``ObjectDetector``, in-process) on a
+validation set (never the held-out one) and writes the best into the file's ``input_size``, with the
+whole search beside it.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def with_input_size(src: Path, dst: Path, size: int, extra: dict[str, object] | 
 
 def tune_input_size(model: Path, val: Path, sizes: Sequence[int] | None = None, out: Path | None = None,
                     limit: int | None = None) -> dict[str, object]:
-    """Score ``model`` on ``val`` at each size (POSTing through the in-process API), write the best
-    into ``out`` (default: ``model`` itself) and return the search: chosen size and every score."""
-    from training.detect.heldout import evaluate
+    """Score ``model`` on ``val`` at each size with the serving code, write the best into ``out``
+    (default: ``model`` itself) and return the search: chosen size and every score."""
+    from training.detect.evaluate import evaluate_predictor
+    from training.detect.heldout import serving_predictor
 
     meta = file_metadata(model)
     train_size = int(meta.get("train_input_size", meta["input_size"]))
@@ -61,7 +63,7 @@ def tune_input_size(model: Path, val: Path, sizes: Sequence[int] | None = None, 
     with tempfile.TemporaryDirectory(prefix="sightline-size-") as tmp:
         for size in sizes:
             trial = with_input_size(model, Path(tmp) / str(size) / Path(model).name, size)
-            metrics = evaluate(val, model=trial, limit=limit)
+            metrics = evaluate_predictor(serving_predictor(trial), _coco(val), limit=limit)
             scores[str(size)] = {k: round(float(metrics[k]), 4) for k in ("map50", METRIC, "map_small", "map_large")}
             print(f"input {size}: val mAP@0.5 {metrics['map50']:.4f} mAP@[.5:.95] {metrics[METRIC]:.4f}", flush=True)
     # the best score; among equals the smaller (cheaper) size

@@ -57,8 +57,8 @@ def load_onnx_weights(model: Detector, path: Path) -> tuple[int, int]:
     for conv, (weight, bias) in zip(convs, source):
         if tuple(conv.weight.shape) != weight.shape:
             continue
-        conv.weight.copy_(torch.from_numpy(weight))
-        b = torch.from_numpy(bias) if bias is not None else torch.zeros(weight.shape[0])
+        conv.weight.copy_(torch.tensor(weight))
+        b = torch.tensor(bias) if bias is not None else torch.zeros(weight.shape[0])
         if conv in bns:
             bn = bns[conv]
             bn.weight.fill_(1.0)

@@ -30,8 +30,9 @@ class FaceBuild:
     val_per_identity: int = 5
     heldout_identities: int = 400     # the first half enrolled, the second half never
     heldout_per_identity: int = 7     # one to enroll, five to identify, one spare
-    detector_epochs: int = 6
-    landmark_epochs: int = 12
+    detector_epochs: int = 8
+    detector_photos: int = 4000       # faces are easy to find: a subset of the photos trains the detector
+    landmark_epochs: int = 25
     embedder_epochs: int = 40
     embedder_steps: int = 100
     verify_pairs: int = 1000          # genuine pairs sent to /verify on held-out data (3x as many impostors)
@@ -64,7 +65,7 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
     # the object detector of this build if there is one, else the bundled ONNX file's weights
     init = next((p for p in (detector_checkpoint, models / "detector.onnx") if p and p.exists()), None)
     train(TrainOptions(data=train_dir, val=val_dir, out=work / "face-detector-run", epochs=cfg.detector_epochs,
-                       resume=True, init_from=init, **FACE_DETECTOR_RECIPE))
+                       resume=True, init_from=init, limit=cfg.detector_photos, **FACE_DETECTOR_RECIPE))
     det_path, det_diff = export_detector(work / "face-detector-run" / "best.pt", models / "face_detector.onnx",
                                          name="face_detector", task="face_detection")
     tune_input_size(det_path, val_dir)
@@ -72,7 +73,7 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
 
     t = time.time()
     train_landmarks(LandmarkTrainOptions(data=train_dir, val=val_dir, out=work / "landmarks-run",
-                                         epochs=cfg.landmark_epochs, resume=True))
+                                         epochs=cfg.landmark_epochs, width=24, resume=True))
     lm_path, lm_diff = export_landmarks(work / "landmarks-run" / "best.pt", models / "landmarks.onnx")
     seconds["landmarks"] = round(time.time() - t)
 

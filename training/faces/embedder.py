@@ -63,6 +63,10 @@ class EmbedNet(nn.Module):
 
     def __init__(self, cfg: EmbedderConfig) -> None:
         super().__init__()
+        if cfg.width < 16:
+            # torch 2.13's CPU backward of a 1x1 stride-2 convolution over 8 channels in channels_last
+            # corrupts the heap (seen here: "double free or corruption"); 16 and up are fine.
+            raise ValueError(f"embedder width must be at least 16, not {cfg.width}")
         self.cfg = cfg
         w = cfg.width
         self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
