@@ -34,9 +34,9 @@ def face_photos(identities: int, per_identity: int) -> list[list[bytes]]:
     return people
 
 
-def _timed(client: httpx.Client, method: str, path: str, **kw) -> tuple[float, int]:
+def _timed(client: httpx.Client, method: str, url: str, **kw) -> tuple[float, int]:
     t0 = time.perf_counter()
-    r = client.request(method, path, **kw)
+    r = client.request(method, url, **kw)
     return time.perf_counter() - t0, r.status_code
 
 

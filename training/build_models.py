@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         from training.faces.build import build_faces, heldout_faces
 
         cfg = FaceBuild(**{f: getattr(args, f"faces_{f}") for f in defaults.__dataclass_fields__})
-        extra = {} if args.heldout_only else build_faces(args.work, args.out, cfg,
-                                                         args.work / "detector-run" / "best.pt")
+        if args.heldout_only:   # the build's own record, when this work folder holds one
+            summary = args.work / "faces-build.json"
+            extra = json.loads(summary.read_text()) if summary.exists() else {}
+        else:
+            extra = build_faces(args.work, args.out, cfg, args.work / "detector-run" / "best.pt")
         print(f"card: {write_faces_card(args.out, heldout_faces(args.work, args.out, cfg), extra)}")
     return 0
 

@@ -89,8 +89,10 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
     seconds["calibrate"] = round(time.time() - t)
     seconds["total"] = round(time.time() - started)
     print(f"face models built in {seconds['total'] / 60:.1f} min: {seconds}")
-    return {"seconds": seconds, "initialised_from": str(init) if init else None, "calibration": calibration,
-            "parity_max_abs_diff": {"face_detector": det_diff, "landmarks": lm_diff, "embedder": emb_diff}}
+    summary = {"seconds": seconds, "initialised_from": str(init) if init else None, "calibration": calibration,
+               "parity_max_abs_diff": {"face_detector": det_diff, "landmarks": lm_diff, "embedder": emb_diff}}
+    (work / "faces-build.json").write_text(json.dumps(summary, indent=2))   # for a later --heldout-only card
+    return summary
 
 
 def served_embeddings(models: Path, data: Path) -> tuple[np.ndarray, np.ndarray, int]:
