@@ -8,6 +8,7 @@ reads its preprocessing contract from its own metadata. ``FaceAnalyzer`` chains 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class EmbedderMeta(_Meta):
     weights_sha256: str | None = None
 
 
-class _OnnxModel:
+class _OnnxModel(ABC):
     """An ONNX Runtime session with validated metadata; thread-safe like the session itself."""
 
     meta_class: type[_Meta] = _Meta
@@ -89,8 +90,9 @@ class _OnnxModel:
                                  "from its metadata")
         return model
 
+    @abstractmethod
     def output_width(self) -> int:
-        raise NotImplementedError
+        """Values per input row that the metadata implies."""
 
     @property
     def provider(self) -> str:
