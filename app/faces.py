@@ -20,15 +20,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from app.detector import DetectParams, Normalization, ObjectDetector
 from app.runtime import ModelLoadError
 from app.vision.align import align_face, crop_box, invert_affine, transform_points
+from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
 
 
 def _normalise(crops: np.ndarray, norm: Normalization) -> np.ndarray:
     """``(B, S, S, 3) uint8`` → ``(B, 3, S, S) float32`` with the model's mean and std (of x / 255)."""
-    x = crops.astype(np.float32) * np.float32(1 / 255)
-    x = (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return to_tensor(crops, norm.mean, norm.std)
 
 
 class _Meta(BaseModel):

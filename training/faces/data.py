@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from app.vision.align import alignment_transform, box_crop_transform, warp
+from app.vision.letterbox import to_tensor
 from training.detect.data import read_rgb
 
 PRE_SIZE, PRE_MARGIN = 128, 2.0
+NORM_MEAN, NORM_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)   # of x / 255, for the landmark model and the embedder
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,11 @@ def aligned_canvas_transform(landmarks: np.ndarray, size: int, pad: int) -> np.n
     m = alignment_transform(landmarks, size)
     m[:, 2] += pad
     return m
+
+
+def to_input(crops: np.ndarray) -> torch.Tensor:
+    """``(B, S, S, 3) uint8`` → normalised ``(B, 3, S, S) float32``: the serving preprocessing, shared."""
+    return torch.from_numpy(to_tensor(crops, NORM_MEAN, NORM_STD))
 
 
 def batches(indices: np.ndarray, batch: int) -> Iterator[np.ndarray]:

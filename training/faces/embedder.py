@@ -27,11 +27,11 @@ from tqdm import tqdm
 from app.vision.align import FACE_TEMPLATE, warp
 from training.augment import color_shift
 from training.faces.calibrate import pair_distances, roc_points, threshold_at_far
-from training.faces.data import FaceSample, aligned_canvas_transform, batches, cut_crops, load_faces
+from training.faces.data import (NORM_MEAN, NORM_STD, FaceSample, aligned_canvas_transform, batches, cut_crops,
+                                 load_faces, to_input)
 from training.faces.triplet import triplet_loss
 from training.plots import plot_curves
 
-NORM_MEAN, NORM_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 PAD = 8            # canvas border around the aligned face, room for the jitter
 TARGET_FAR = 1e-3
 
@@ -109,12 +109,6 @@ def jitter_alignment(rng: np.random.Generator, canvas: np.ndarray, size: int, ro
 
 def centre(canvas: np.ndarray, size: int) -> np.ndarray:
     return canvas[PAD:PAD + size, PAD:PAD + size]
-
-
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    x = crops.astype(np.float32) / 255.0
-    x = (x - np.asarray(NORM_MEAN, np.float32)) / np.asarray(NORM_STD, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def pk_batches(rng: np.random.Generator, labels: np.ndarray, p: int, k: int, steps: int):

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from app.vision.align import box_crop_transform, invert_affine, transform_points, warp
 from training.augment import color_shift
-from training.faces.data import PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops, landmark_precrop, load_faces
+from training.faces.data import (NORM_MEAN, NORM_STD, PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops,
+                                 landmark_precrop, load_faces, to_input)
 from training.plots import plot_curves
 
 MIRROR = [1, 0, 2, 4, 3]   # left and right points swap under a horizontal flip
-NORM_MEAN, NORM_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 @dataclass
@@ -78,13 +78,6 @@ def make_crop(precrop: np.ndarray, sample: FaceSample, box: np.ndarray, cfg: Lan
     pre = box_crop_transform(sample.box, PRE_SIZE, PRE_MARGIN)
     crop = warp(precrop, compose(to_crop, invert_affine(pre)), cfg.input_size)
     return crop, transform_points(sample.landmarks, to_crop) / cfg.input_size
-
-
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    """``(B, S, S, 3) uint8`` → normalised ``(B, 3, S, S) float32`` (the serving preprocessing)."""
-    x = crops.astype(np.float32) / 255.0
-    x = (x - np.asarray(NORM_MEAN, np.float32)) / np.asarray(NORM_STD, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def nme(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
