@@ -49,6 +49,7 @@ class VerificationMeta(BaseModel):
 
     threshold: float
     target_far: float
+    roc: list[dict[str, float]] | None = None   # [{"far", "tar", "threshold"}, ...] on validation identities
 
 
 class HeadMeta(BaseModel):
@@ -138,7 +139,23 @@ class FaceEmbedder(_OnnxModel):
 
     @property
     def threshold(self) -> float:
+        """The 1:1 distance threshold, at the calibrated false-accept rate."""
         return self.meta.verification.threshold
+
+    def threshold_at_far(self, far: float) -> float:
+        """The distance threshold for a per-comparison false-accept rate, interpolated in log FAR
+        between the calibrated ROC points (clamped to their range); never looser than ``threshold``."""
+        points = sorted((p["far"], p["threshold"]) for p in (self.meta.verification.roc or []) if p["far"] > 0)
+        if not points:
+            return self.threshold
+        fars, thresholds = np.log10([f for f, _ in points]), [t for _, t in points]
+        value = float(np.interp(np.log10(max(far, 1e-12)), fars, thresholds))
+        return min(value, self.threshold)
+
+    def identification_threshold(self, gallery_faces: int, fpir: float) -> float:
+        """An unknown face is compared with every enrolled face: to name at most ``fpir`` of unknown
+        faces, each comparison may falsely accept ``fpir / gallery_faces``."""
+        return self.threshold_at_far(fpir / max(1, gallery_faces))
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """``(N, 5, 2)`` landmarks → ``(N, D)`` unit-length embeddings of the aligned faces."""

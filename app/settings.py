@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit (413 above)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when it really initialises, else CPU; cuda: fail if CUDA is unusable")
+    identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
+        "false-positive identification rate /identify holds: the share of unknown faces it may name; "
+        "the distance threshold tightens as the gallery grows"))
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per model; 0 = cores")
     worker_threads: int = Field(0, ge=0, description="thread pool for decode/inference; 0 = cores + 2")
     log_level: str = "INFO"

@@ -28,6 +28,9 @@ DIM = 128
 class FakeEmbedder:
     threshold = 0.5
 
+    def identification_threshold(self, gallery_faces: int, fpir: float) -> float:
+        return self.threshold
+
     def probability(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(1.0 - np.sum((a - b) ** 2) / 4.0)
 
@@ -264,3 +267,25 @@ def test_face_routes_say_503_without_face_models(tmp_path):
         r = client.post("/identify", files={"image": ("p.png", photo(ALICE), "image/png")})
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_available"
         assert client.post("/subjects", json={"name": "A"}).status_code == 503
+
+
+def test_identification_threshold_tightens_with_the_gallery():
+    """Thresholds interpolated in log FAR from the ROC points, never looser than the 1:1 one."""
+    from app.faces import EmbedderMeta, FaceEmbedder
+
+    roc = [{"far": 1e-4, "tar": 0.7, "threshold": 0.2}, {"far": 1e-3, "tar": 0.9, "threshold": 0.4},
+           {"far": 1e-2, "tar": 0.99, "threshold": 0.8}]
+    meta = EmbedderMeta.model_validate({
+        "name": "e", "task": "face_embedding", "version": "1", "input_size": 64, "embedding_dim": 128,
+        "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "template": [[0, 0]] * 5, "distance": "squared_l2",
+        "verification": {"threshold": 0.4, "target_far": 1e-3, "roc": roc}})
+    emb = FaceEmbedder.__new__(FaceEmbedder)
+    emb.meta = meta
+    assert emb.threshold_at_far(1e-3) == pytest.approx(0.4)
+    assert emb.threshold_at_far(10 ** -3.5) == pytest.approx(0.3)          # halfway in log FAR
+    assert emb.threshold_at_far(1e-6) == pytest.approx(0.2)                # clamped to the table
+    assert emb.threshold_at_far(1e-2) == pytest.approx(0.4)                # never looser than 1:1
+    assert emb.identification_threshold(1, 0.01) == pytest.approx(0.4)
+    assert emb.identification_threshold(100, 0.01) == pytest.approx(0.2)   # 1e-4 per comparison
+    tighter = [emb.identification_threshold(n, 0.01) for n in (10, 30, 100)]
+    assert tighter == sorted(tighter, reverse=True)

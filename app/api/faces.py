@@ -68,7 +68,10 @@ def _verify(faces: FaceAnalyzer, first: bytes, second: bytes, max_pixels: int, c
 
 
 def _identify(faces: FaceAnalyzer, gallery: Gallery, data: bytes, max_pixels: int, conf: float, top_k: int,
-              threshold: float) -> IdentifyResponse:
+              threshold: float | None, fpir: float) -> IdentifyResponse:
+    if threshold is None:
+        assert faces.embedder is not None  # FacesEmbedDep guarantees it
+        threshold = faces.embedder.identification_threshold(gallery.searchable_faces, fpir)
     image = decode_image(data, max_pixels)
     found = faces.detect(image.rgb, conf)
     matches = gallery.search(faces.embed(image.rgb, found), top_k) if found else []
@@ -106,8 +109,9 @@ async def identify(faces: FacesEmbedDep, gallery: GalleryDep, settings: Settings
                    threshold: Annotated[float | None, Query(ge=0.0, le=4.0, description=(
                        "distance threshold overriding the calibrated one (squared L2 of unit embeddings)"))] = None,
                    ) -> IdentifyResponse:
-    """Who is each face among the enrolled subjects; ``identity`` is null when nobody is close enough."""
+    """Who is each face among the enrolled subjects; ``identity`` is null when nobody is close enough.
+    The default threshold holds the false-positive identification rate (``SIGHTLINE_IDENTIFY_FPIR``)
+    for the gallery's size, so it tightens as more faces are enrolled."""
     data = await image.read()
-    assert faces.embedder is not None
-    limit = faces.embedder.threshold if threshold is None else threshold
-    return await offload(_identify, faces, gallery, data, settings.max_pixels, conf, top_k, limit)
+    return await offload(_identify, faces, gallery, data, settings.max_pixels, conf, top_k, threshold,
+                         settings.identify_fpir)

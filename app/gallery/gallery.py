@@ -218,6 +218,11 @@ class Gallery:
             pending, k = short, k * 2
         return results
 
+    @property
+    def searchable_faces(self) -> int:
+        """Faces in the index: what one search compares a query with."""
+        return len(self._index)
+
     def stats(self) -> GalleryStats:
         counts = self._store.counts(self.model_version)
         return GalleryStats(self.model_version, self.dim, counts.subjects, counts.faces, len(self._index),

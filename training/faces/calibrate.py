@@ -32,7 +32,11 @@ def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> d
             "genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(imp))}
 
 
-def roc_points(genuine: np.ndarray, impostor: np.ndarray, fars=(1e-4, 1e-3, 1e-2, 1e-1)) -> list[dict[str, float]]:
+ROC_FARS = tuple(float(f) for f in 10.0 ** np.arange(-6.0, -0.9, 0.5))   # 1e-6, 3.2e-6, ..., 1e-1
+
+
+def roc_points(genuine: np.ndarray, impostor: np.ndarray, fars=ROC_FARS) -> list[dict[str, float]]:
+    """Threshold and TAR at each FAR that the impostor pairs can measure (one false accept at least)."""
     return [{k: v for k, v in threshold_at_far(genuine, impostor, f).items() if k in ("threshold", "far", "tar")}
             for f in fars if f * len(impostor) >= 1]
 
