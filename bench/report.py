@@ -146,7 +146,7 @@ def _text_table(t: Table) -> list[str]:
 def _md_table(t: Table) -> list[str]:
     lines = [f"### {t.title}", "", "| " + " | ".join(t.headers) + " |", "|---|" + "---:|" * (len(t.headers) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in t.rows]
-    return lines + ([f"", t.note] if t.note else [])
+    return lines + (["", t.note] if t.note else [])
 
 
 def format_text(r: dict) -> str:

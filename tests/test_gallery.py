@@ -164,7 +164,8 @@ def test_concurrent_enrolls_and_searches_lose_nothing(tmp_path):
             try:
                 start.wait()
                 for i in range(per_thread):
-                    s = g.create_subject(f"t{t}-{i}") if i % 3 == 0 else s
+                    if i % 3 == 0:  # a new subject every third face
+                        s = g.create_subject(f"t{t}-{i}")
                     face = g.add_face(s.id, vectors[t, i], SHA, (0, 0, 1, 1))
                     enrolled.append((s.id, face.id, t, i))
             except BaseException as e:  # reported by the main thread

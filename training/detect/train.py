@@ -24,6 +24,7 @@ from training.detect.data import DetectionData, DetectionDataset, collate, load_
 from training.detect.evaluate import EVAL_CONF, coco_map, coco_results, load_gt
 from training.detect.loss import assign_targets, detection_loss, grid_tensors
 from training.detect.model import STRIDES, Detector, DetectorConfig
+from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
 log = logging.getLogger("sightline.train")
@@ -206,9 +207,8 @@ def train(opts: TrainOptions) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, mininterval=5)
         for step, (images, boxes, labels, _) in enumerate(bar):
             it = epoch * steps_per_epoch + step
-            lr = opts.lr * (min(1.0, (it + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * it / total_steps)))
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = warmup_cosine(opts.lr, it, total_steps, warmup)
+            set_lr(opt, lr)
             targets = assign_targets(boxes, labels, list(STRIDES), cfg.anchors, cfg.input_size)
             pred = model(images.contiguous(memory_format=torch.channels_last))
             loss, parts = detection_loss(pred, targets, grid, box_weight=opts.box_weight)

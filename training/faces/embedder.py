@@ -30,6 +30,7 @@ from training.faces.calibrate import pair_distances, roc_points, threshold_at_fa
 from training.faces.data import (NORM_MEAN, NORM_STD, FaceSample, aligned_canvas_transform, batches, cut_crops,
                                  load_faces, to_input)
 from training.faces.triplet import triplet_loss
+from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
 PAD = 8            # canvas border around the aligned face, room for the jitter
@@ -216,8 +217,7 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
         for step, idx in enumerate(tqdm(plan, total=opts.steps_per_epoch, desc=f"epoch {epoch + 1}/{opts.epochs}",
                                         leave=False, mininterval=5)):
             it = epoch * opts.steps_per_epoch + step
-            for g in opt.param_groups:
-                g["lr"] = opts.lr * min(1.0, (it + 1) / 200) * 0.5 * (1 + math.cos(math.pi * it / total))
+            set_lr(opt, warmup_cosine(opts.lr, it, total, 200))
             crops = np.stack([color_shift(rng, jitter_alignment(rng, train_canvas[i], size)) for i in idx])
             emb = model(to_input(crops).contiguous(memory_format=torch.channels_last))
             loss, stats = triplet_loss(emb, torch.from_numpy(train_labels[idx]), opts.margin, opts.mining)

@@ -23,6 +23,7 @@ from app.vision.align import box_crop_transform, invert_affine, transform_points
 from training.augment import color_shift
 from training.faces.data import (NORM_MEAN, NORM_STD, PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops,
                                  landmark_precrop, load_faces, to_input)
+from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
 MIRROR = [1, 0, 2, 4, 3]   # left and right points swap under a horizontal flip
@@ -154,8 +155,7 @@ def train_landmarks(opts: LandmarkTrainOptions) -> dict:
         for step, idx in enumerate(tqdm(list(batches(order, opts.batch)), desc=f"epoch {epoch + 1}/{opts.epochs}",
                                         leave=False, mininterval=5)):
             it = epoch * steps + step
-            for g in opt.param_groups:
-                g["lr"] = opts.lr * min(1.0, (it + 1) / 200) * 0.5 * (1 + math.cos(math.pi * it / total))
+            set_lr(opt, warmup_cosine(opts.lr, it, total, 200))
             x, y = _train_batch(rng, train_pre, train_set, idx, cfg)
             loss = nn.functional.smooth_l1_loss(model(x), y.float(), beta=0.01)
             opt.zero_grad(set_to_none=True)

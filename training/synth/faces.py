@@ -57,7 +57,7 @@ import contextlib
 import json
 import math
 import multiprocessing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,46 +67,43 @@ import numpy as np
 from training.synth.face_parts import (CANVAS_TOP, CANVAS_X, FaceIdentity, Look, draw_person, face_outline,
                                        identity_params, sample_identity)
 from training.synth.scenes import SceneConfig, apply_photometric
+from training.synth import knob
 from training.synth.shapes import draw_background, draw_distractor, log_uniform, random_color
 
 CATEGORY = {"id": 1, "name": "face", "supercategory": "person",
             "keypoints": ["left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth"], "skeleton": []}
 
 
-def _knob(default, help_: str):
-    return field(default=default, metadata={"help": help_})
-
-
 @dataclass(frozen=True)
 class FaceConfig:
     """Face photo knobs; see the module docstring."""
 
-    min_side: int = _knob(160, "smallest photo width/height in px")
-    max_side: int = _knob(400, "largest photo width/height in px")
-    min_face: float = _knob(48.0, "smallest subject face height (forehead to chin) in px")
-    max_face_frac: float = _knob(0.7, "largest subject face height, fraction of the photo's shorter side")
-    max_rotation: float = _knob(25.0, "largest in-plane rotation in degrees")
-    max_yaw: float = _knob(15.0, "largest head turn in degrees")
-    max_pitch: float = _knob(10.0, "largest head nod in degrees")
-    expression: float = _knob(1.0, "strength of smile, open mouth, brow raise, squint and gaze (0 = neutral)")
-    hair_jitter: float = _knob(1.0, "photo-to-photo change of hair volume and fringe (0 = none)")
-    face_light: float = _knob(1.0, "strength of the directional light on faces (0 = flat)")
-    color_temp: float = _knob(1.0, "strength of warm/cool colour temperature shifts (0 = off)")
-    lighting: float = _knob(1.0, "strength of global brightness, contrast, gamma, cast and gradient (0 = off)")
-    blur_prob: float = _knob(0.5, "probability of a Gaussian blur")
-    max_blur: float = _knob(1.5, "largest Gaussian blur sigma in px")
-    max_noise: float = _knob(10.0, "largest Gaussian noise sigma (of 255)")
-    glasses_prob: float = _knob(0.3, "probability of glasses")
-    sunglasses_frac: float = _knob(0.35, "fraction of glasses that are sunglasses")
-    hat_prob: float = _knob(0.15, "probability of a hat")
-    hand_prob: float = _knob(0.1, "probability of a hand covering part of the face")
-    stranger_prob: float = _knob(0.35, "probability that a photo shows strangers")
-    max_strangers: int = _knob(2, "most strangers per photo")
-    stranger_visible: float = _knob(0.6, "least visible fraction of a stranger's face")
-    max_stranger_iou: float = _knob(0.05, "largest IoU of a stranger's box with the subject's box")
-    max_distractors: int = _knob(4, "most distractor shapes per photo")
-    clutter: int = _knob(12, "most background blobs and lines per photo")
-    placement_tries: int = _knob(10, "positions tried per stranger")
+    min_side: int = knob(160, "smallest photo width/height in px")
+    max_side: int = knob(400, "largest photo width/height in px")
+    min_face: float = knob(48.0, "smallest subject face height (forehead to chin) in px")
+    max_face_frac: float = knob(0.7, "largest subject face height, fraction of the photo's shorter side")
+    max_rotation: float = knob(25.0, "largest in-plane rotation in degrees")
+    max_yaw: float = knob(15.0, "largest head turn in degrees")
+    max_pitch: float = knob(10.0, "largest head nod in degrees")
+    expression: float = knob(1.0, "strength of smile, open mouth, brow raise, squint and gaze (0 = neutral)")
+    hair_jitter: float = knob(1.0, "photo-to-photo change of hair volume and fringe (0 = none)")
+    face_light: float = knob(1.0, "strength of the directional light on faces (0 = flat)")
+    color_temp: float = knob(1.0, "strength of warm/cool colour temperature shifts (0 = off)")
+    lighting: float = knob(1.0, "strength of global brightness, contrast, gamma, cast and gradient (0 = off)")
+    blur_prob: float = knob(0.5, "probability of a Gaussian blur")
+    max_blur: float = knob(1.5, "largest Gaussian blur sigma in px")
+    max_noise: float = knob(10.0, "largest Gaussian noise sigma (of 255)")
+    glasses_prob: float = knob(0.3, "probability of glasses")
+    sunglasses_frac: float = knob(0.35, "fraction of glasses that are sunglasses")
+    hat_prob: float = knob(0.15, "probability of a hat")
+    hand_prob: float = knob(0.1, "probability of a hand covering part of the face")
+    stranger_prob: float = knob(0.35, "probability that a photo shows strangers")
+    max_strangers: int = knob(2, "most strangers per photo")
+    stranger_visible: float = knob(0.6, "least visible fraction of a stranger's face")
+    max_stranger_iou: float = knob(0.05, "largest IoU of a stranger's box with the subject's box")
+    max_distractors: int = knob(4, "most distractor shapes per photo")
+    clutter: int = knob(12, "most background blobs and lines per photo")
+    placement_tries: int = knob(10, "positions tried per stranger")
 
     def __post_init__(self) -> None:
         probs = (self.blur_prob, self.glasses_prob, self.sunglasses_frac, self.hat_prob, self.hand_prob,

@@ -41,13 +41,14 @@ import contextlib
 import json
 import math
 import multiprocessing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from training.synth import knob
 from training.synth.shapes import DRAW_OBJECT, Canvas, draw_background, draw_distractor, log_uniform
 
 CATEGORIES = (
@@ -57,30 +58,26 @@ CATEGORIES = (
 )
 
 
-def _knob(default, help_: str):
-    return field(default=default, metadata={"help": help_})
-
-
 @dataclass(frozen=True)
 class SceneConfig:
     """Scene generation knobs; see the module docstring."""
 
-    min_side: int = _knob(240, "smallest image width/height in px")
-    max_side: int = _knob(640, "largest image width/height in px")
-    min_objects: int = _knob(0, "fewest objects tried per image")
-    max_objects: int = _knob(10, "most objects tried per image")
-    min_object_size: float = _knob(16.0, "smallest object longer side in px")
-    max_object_frac: float = _knob(0.6, "largest object longer side, fraction of the image's shorter side")
-    min_visible: float = _knob(0.6, "fraction of each object's pixels that must stay visible")
-    placement_tries: int = _knob(8, "positions tried before an object or distractor is dropped")
-    max_rotation: float = _knob(6.0, "largest in-plane object rotation in degrees")
-    max_distractors: int = _knob(8, "most distractor shapes per image")
-    distractor_front_prob: float = _knob(0.35, "probability a distractor may be drawn in front of objects")
-    clutter: int = _knob(12, "most background blobs and lines per image")
-    lighting: float = _knob(1.0, "strength of global lighting changes (0 = off)")
-    blur_prob: float = _knob(0.5, "probability of a Gaussian blur")
-    max_blur: float = _knob(1.2, "largest Gaussian blur sigma in px")
-    max_noise: float = _knob(8.0, "largest Gaussian noise sigma (of 255)")
+    min_side: int = knob(240, "smallest image width/height in px")
+    max_side: int = knob(640, "largest image width/height in px")
+    min_objects: int = knob(0, "fewest objects tried per image")
+    max_objects: int = knob(10, "most objects tried per image")
+    min_object_size: float = knob(16.0, "smallest object longer side in px")
+    max_object_frac: float = knob(0.6, "largest object longer side, fraction of the image's shorter side")
+    min_visible: float = knob(0.6, "fraction of each object's pixels that must stay visible")
+    placement_tries: int = knob(8, "positions tried before an object or distractor is dropped")
+    max_rotation: float = knob(6.0, "largest in-plane object rotation in degrees")
+    max_distractors: int = knob(8, "most distractor shapes per image")
+    distractor_front_prob: float = knob(0.35, "probability a distractor may be drawn in front of objects")
+    clutter: int = knob(12, "most background blobs and lines per image")
+    lighting: float = knob(1.0, "strength of global lighting changes (0 = off)")
+    blur_prob: float = knob(0.5, "probability of a Gaussian blur")
+    max_blur: float = knob(1.2, "largest Gaussian blur sigma in px")
+    max_noise: float = knob(8.0, "largest Gaussian noise sigma (of 255)")
 
     def __post_init__(self) -> None:
         checks = {
