@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from app.api import detect, faces, health, subjects
 from app.errors import install_error_handlers
-from app.gallery import Gallery
+from app.gallery import Gallery, GalleryLocked
 from app.limits import BodyLimitMiddleware
 from app.registry import ModelRegistry, load_models
 from app.settings import Settings
@@ -35,9 +35,12 @@ def _start(app: FastAPI) -> None:
 async def _load(app: FastAPI) -> None:
     try:
         await asyncio.get_running_loop().run_in_executor(app.state.pool, _start, app)
-    except Exception as exc:  # a model that cannot be served: keep answering, say why in /readyz
-        app.state.registry.error = str(exc)
-        log.error("start-up failed: %s", exc)
+    except Exception as exc:  # a model or gallery that cannot be served: keep answering, say why in /readyz
+        registry = app.state.registry
+        registry.error = str(exc)
+        if isinstance(exc, GalleryLocked):
+            registry.error_code = "gallery_unavailable"
+        log.error("start-up failed: %s", registry.error_message)
 
 
 @asynccontextmanager

@@ -29,11 +29,18 @@ class ModelRegistry:
     landmarks: LandmarkModel | None = None
     embedder: FaceEmbedder | None = None
     ready: bool = False
-    error: str | None = None  # why loading failed, when it did
+    error: str | None = None  # why start-up failed, when it did
+    error_code: str = "model_load_failed"
+
+    @property
+    def error_message(self) -> str:
+        what = "the face gallery could not be opened" if self.error_code == "gallery_unavailable" else \
+            "models failed to load"
+        return f"{what}: {self.error}"
 
     def _check_ready(self) -> None:
         if self.error:
-            raise Unavailable(f"models failed to load: {self.error}", code="model_load_failed")
+            raise Unavailable(self.error_message, code=self.error_code)
         if not self.ready:
             raise Unavailable("models are still loading; retry shortly", headers={"Retry-After": "1"})
 

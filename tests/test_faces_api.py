@@ -289,3 +289,22 @@ def test_identification_threshold_tightens_with_the_gallery():
     assert emb.identification_threshold(100, 0.01) == pytest.approx(0.2)   # 1e-4 per comparison
     tighter = [emb.identification_threshold(n, 0.01) for n in (10, 30, 100)]
     assert tighter == sorted(tighter, reverse=True)
+
+
+def test_a_second_server_on_the_same_data_directory_says_why_it_is_not_ready(tmp_path):
+    """The gallery's index lives in one process: a second server on the same data directory would
+    answer from a stale index, so it stays unready and says so in the one error shape."""
+    import time
+
+    (tmp_path / "models").mkdir()
+    for name in ("face_detector.onnx", "landmarks.onnx", "embedder.onnx"):
+        (tmp_path / "models" / name).symlink_to(Path(__file__).resolve().parent.parent / "models" / name)
+    with Gallery.open(tmp_path / "data", "held-by-another-server", 128):
+        with TestClient(create_app(Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data"))) as client:
+            while (r := client.get("/readyz")).status_code == 503 and r.json()["error"]["code"] == "not_ready":
+                time.sleep(0.05)
+            assert r.status_code == 503
+            error = r.json()["error"]
+            assert error["code"] == "gallery_unavailable" and "open in another process" in error["message"]
+            r = client.post("/subjects", json={"name": "A"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "gallery_unavailable"

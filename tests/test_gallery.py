@@ -8,12 +8,14 @@ import base64
 import dataclasses
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from app.gallery import Face, FaceNotFound, Gallery, Match, Subject, SubjectNotFound
+from app.gallery import Face, FaceNotFound, Gallery, GalleryLocked, Match, Subject, SubjectNotFound
 from app.gallery.gallery import DB_NAME
 
 DIM = 32
@@ -395,3 +397,31 @@ def test_wrong_dimension_for_same_version_is_refused(tmp_path):
         Gallery.open(tmp_path, V1, 64)
     with Gallery.open(tmp_path, V2, 64) as g:  # another version may have another dimension
         assert g.stats().other_versions == {V1: 1}
+
+
+def test_one_process_per_data_directory(tmp_path):
+    """The index lives in one process's memory: a second opener of the same directory is refused
+    (it would never see the first one's enrolls), and the lock goes with the close."""
+    with Gallery.open(tmp_path, V1, DIM):
+        with pytest.raises(GalleryLocked, match=r"open in another process \(pid \d+\)"):
+            Gallery.open(tmp_path, V1, DIM)
+        with Gallery.open(tmp_path / "other", V1, DIM):   # another directory is another gallery
+            pass
+    with Gallery.open(tmp_path, V1, DIM) as g:
+        assert g.stats().subjects == 0
+
+
+def test_a_directory_held_by_another_process_is_refused_until_it_exits(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from app.gallery import Gallery; "
+        f"g = Gallery.open({str(tmp_path)!r}, {V1!r}, {DIM}); print('open', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(GalleryLocked, match=f"pid {holder.pid}"):
+            Gallery.open(tmp_path, V1, DIM)
+    finally:
+        holder.stdin.close()       # the holder exits without closing: the OS drops its lock
+        holder.wait(timeout=30)
+    with Gallery.open(tmp_path, V1, DIM):
+        pass

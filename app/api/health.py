@@ -22,7 +22,7 @@ async def healthz() -> Status:
 async def readyz(registry: RegistryDep) -> Status | JSONResponse:
     """200 once every model is loaded, 503 before."""
     if registry.error:
-        return error_response(503, "model_load_failed", f"models failed to load: {registry.error}")
+        return error_response(503, registry.error_code, registry.error_message)
     if not registry.ready:
         return error_response(503, "not_ready", "models are still loading", {"Retry-After": "1"})
     return Status(status="ready")

@@ -13,6 +13,11 @@ and the store lock, never both at once. Callable from any thread.
 
 Only faces embedded by this gallery's ``model_version`` are indexed: embeddings from another
 embedder version live in a different space and are never compared with new ones.
+
+One process per data directory: the index lives in the process's memory, so a second server on the
+same directory would never see the first one's enrolls and deletes. ``open`` takes an exclusive lock
+on ``data_dir/gallery.lock`` (released when the process ends, even by a crash) and refuses to open a
+directory another process holds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -34,6 +40,7 @@ from app.gallery.store import Face, GalleryStore, Subject
 log = logging.getLogger("sightline.gallery")
 
 DB_NAME = "gallery.sqlite3"
+LOCK_NAME = "gallery.lock"
 MAX_PAGE = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FACES_PER_SUBJECT_GUESS = 4  # first search asks for top_k * this many faces, doubling while short
@@ -95,6 +102,37 @@ def _metadata_json(metadata: dict | None) -> str:
         raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
 
 
+class GalleryLocked(RuntimeError):
+    """Another process has this data directory's gallery open."""
+
+
+class _DirLock:
+    """An exclusive ``flock`` on ``path`` for this process's lifetime, or until ``release``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:   # not POSIX: no lock (the Docker image and Linux hosts have one)
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "unknown"
+            self.release()
+            raise GalleryLocked(f"the gallery in {path.parent} is open in another process (pid {holder}); run one "
+                                "server process per data directory (scale with SIGHTLINE_WORKER_THREADS), or give "
+                                "each its own SIGHTLINE_DATA_DIR") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the descriptor drops the lock
+            self._fd = None
+
+
 class Gallery:
     """Subjects, their faces, and 1:N search over the faces of one embedder version. Thread-safe."""
 
@@ -102,6 +140,7 @@ class Gallery:
         self._store, self._index = store, index
         self.model_version, self.dim = model_version, index.dim
         self._write_lock = threading.Lock()
+        self._dir_lock: _DirLock | None = None
 
     @classmethod
     def open(cls, data_dir: Path, model_version: str, dim: int) -> Gallery:
@@ -110,13 +149,20 @@ class Gallery:
             raise ValueError("model_version must be a non-empty string")
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        store = GalleryStore.open(data_dir / DB_NAME)
+        lock = _DirLock(data_dir / LOCK_NAME)
+        try:
+            store = GalleryStore.open(data_dir / DB_NAME)
+        except BaseException:
+            lock.release()
+            raise
         try:
             gallery = cls(store, FaceIndex(dim), model_version)
             gallery._rebuild()
         except BaseException:
             store.close()
+            lock.release()
             raise
+        gallery._dir_lock = lock
         return gallery
 
     def _rebuild(self) -> None:
@@ -137,6 +183,8 @@ class Gallery:
 
     def close(self) -> None:
         self._store.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
 
     def __enter__(self) -> Gallery:
         return self
