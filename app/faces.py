@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.detector import DetectParams, Normalization, ObjectDetector
 from app.runtime import ModelLoadError
-from app.vision.align import align_face, crop_box, invert_affine, transform_points
+from app.vision.align import align_face, crop_box, invert_affine, mirror_average, transform_points
 from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
@@ -42,6 +42,7 @@ class _Meta(BaseModel):
 
 class LandmarkMeta(_Meta):
     crop_margin: float
+    flip_test: bool = False   # average with the mirrored crop's points (a model trained with mirroring)
 
 
 class VerificationMeta(BaseModel):
@@ -115,7 +116,12 @@ class LandmarkModel(_OnnxModel):
             return np.zeros((0, 5, 2), np.float32)
         size, margin = self.meta.input_size, self.meta.crop_margin
         cut = [crop_box(image, box, size, margin) for box in boxes]
-        out = self.run(_normalise(np.stack([c for c, _ in cut]), self.meta.normalization)).reshape(-1, 5, 2) * size
+        crops = np.stack([c for c, _ in cut])
+        if self.meta.flip_test:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        out = self.run(_normalise(crops, self.meta.normalization)).reshape(-1, 5, 2) * size
+        if self.meta.flip_test:
+            out = mirror_average(out[:len(boxes)], out[len(boxes):], size)
         return np.stack([transform_points(p, invert_affine(m)) for p, (_, m) in zip(out, cut)])
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from app.vision.align import (FACE_TEMPLATE, align_face, alignment_transform, box_crop_transform, crop_box,
-                              invert_affine, similarity_transform, transform_points, warp)
+                              invert_affine, mirror_average, mirror_points, similarity_transform, transform_points,
+                              warp)
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -80,3 +81,17 @@ def test_warp_keeps_geometry_when_it_shrinks(shrink):
 def test_crop_box_fills_outside_with_grey():
     crop, _ = crop_box(np.zeros((50, 50, 3), np.uint8), np.array([0, 0, 50, 50]), 32, 2.0)
     assert crop[0, 0].tolist() == [114, 114, 114] and crop[16, 16].tolist() == [0, 0, 0]
+
+
+def test_mirror_points_follow_the_pixels_of_a_flipped_image():
+    points = np.array([[10, 12], [40, 11], [25, 30], [14, 44], [37, 45]], dtype=np.float32)
+    img = np.zeros((64, 57, 3), np.uint8)
+    for k, (x, y) in enumerate(points.astype(int)):
+        img[y, x] = (k + 1) * 40                       # point k marked by its own value
+    flipped = img[:, ::-1]
+    got = mirror_points(points, img.shape[1])
+    for k, (x, y) in enumerate(got):
+        # after the flip, left and right swap: the point now called k was marked as MIRROR[k]
+        assert flipped[int(y), int(x), 0] == ([1, 0, 2, 4, 3][k] + 1) * 40
+    np.testing.assert_allclose(mirror_points(got, img.shape[1]), points)
+    np.testing.assert_allclose(mirror_average(points, got, img.shape[1]), points)

@@ -21,3 +21,34 @@ def test_build_models_pipeline(tmp_path):
     assert main(args + ["--heldout-only"]) == 0
     again = json.loads((models / "detector.card.json").read_text())
     assert again["parity_max_abs_diff"] == card["parity_max_abs_diff"]
+
+
+def test_build_faces_pipeline(tmp_path):
+    """The faces half of ``make models`` at toy scale: identities → face detector from the bundled
+    detector's weights → landmarks → embedder → ONNX → calibration → held-out through HTTP → card."""
+    import shutil
+    from pathlib import Path
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "detector.onnx", models)   # --init-from
+    args = ["--out", str(models), "--work", str(tmp_path / "work"), "--tasks", "faces",
+            "--faces-train-identities", "10", "--faces-per-identity", "3", "--faces-val-identities", "4",
+            "--faces-val-per-identity", "3", "--faces-heldout-identities", "4", "--faces-heldout-per-identity", "3",
+            "--faces-detector-epochs", "1", "--faces-detector-photos", "30", "--faces-landmark-epochs", "1",
+            "--faces-embedder-epochs", "1", "--faces-embedder-steps", "2", "--faces-verify-pairs", "3"]
+    assert main(args) == 0
+    card = json.loads((models / "faces.card.json").read_text())
+    assert set(card["models"]) == {"face_detector", "landmarks", "embedder"}
+    assert card["initialised_from"].endswith("detector.onnx")
+    assert max(card["parity_max_abs_diff"].values()) <= 1e-4
+    assert card["models"]["landmarks"]["training"]["epochs"] == 1
+    held = card["heldout"]
+    assert held["identities"] == 4 and held["photos"] == 12
+    ident = held["identification"]
+    assert ident["enrolled"] + ident["enroll_skipped"] == 2          # the first half of the identities
+    # a toy detector may find too few faces to calibrate through the serving pipeline: then it says so
+    calibration = card["calibration"]
+    assert "threshold" in calibration and (calibration.get("served_calibration") or calibration["genuine_pairs"] > 0)
+    assert 0.0 <= held["detection"]["ap50"] <= 1.0 and 0.0 <= held["eigenfaces"]["tar_at_far"] <= 1.0
+    assert (tmp_path / "work" / "faces-build.json").exists()

@@ -11,9 +11,10 @@ import torch
 from app.faces import FaceEmbedder, LandmarkModel
 from app.runtime import create_session, read_metadata
 from app.settings import Settings
+from app.vision.align import crop_box, invert_affine, mirror_average, transform_points
 from training.faces.__main__ import main as faces_cli
 from training.faces.calibrate import pair_distances, threshold_at_far
-from training.faces.data import load_faces
+from training.faces.data import load_faces, to_input
 from training.faces.eigenfaces import eigenfaces_baseline
 from training.faces.embedder import load_embedder
 from training.faces.landmarks import load_landmarks, nme
@@ -76,8 +77,16 @@ def test_landmark_export_parity_and_served(landmark_run, face_sets, tmp_path):
     sample = load_faces(face_sets / "val").subjects()[0]
     from training.detect.data import read_rgb
 
-    points = served.predict(read_rgb(sample.path), sample.box[None])
+    photo = read_rgb(sample.path)
+    points = served.predict(photo, sample.box[None])
     assert points.shape == (1, 5, 2) and np.isfinite(points).all()
+    # served: the crop and its mirror image, averaged (the model trained on mirrored faces)
+    assert served.meta.flip_test
+    crop, to_crop = crop_box(photo, sample.box, 64, served.meta.crop_margin)
+    with torch.no_grad():
+        pred = model(to_input(np.stack([crop, crop[:, ::-1]]))).numpy().reshape(2, 5, 2) * 64
+    expected = transform_points(mirror_average(pred[0], pred[1], 64), invert_affine(to_crop))
+    np.testing.assert_allclose(points[0], expected, atol=1e-2)
 
 
 def test_embedder_export_parity_and_served(embedder_run, face_sets, tmp_path):

@@ -21,6 +21,22 @@ FACE_TEMPLATE = np.array([[0.33, 0.40], [0.67, 0.40], [0.50, 0.57], [0.37, 0.73]
 
 BORDER = 114  # grey fill where a crop reaches outside the image, as the letterbox pad
 
+MIRROR = (1, 0, 2, 4, 3)  # under a horizontal flip the left and right points swap
+
+
+def mirror_points(points: np.ndarray, width: int) -> np.ndarray:
+    """``(..., 5, 2)`` points in pixels of an image ``width`` pixels wide → the same points in the
+    horizontally flipped image (``image[:, ::-1]``), left and right swapped. Pixel centres sit at
+    integers (OpenCV's convention), so column ``x`` goes to ``width - 1 - x``."""
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., 0] = (width - 1) - out[..., 0]
+    return out[..., list(MIRROR), :]
+
+
+def mirror_average(points: np.ndarray, flipped: np.ndarray, width: int) -> np.ndarray:
+    """Test-time flip: the mean of the points read on a crop and those read on its mirror image."""
+    return (np.asarray(points, dtype=np.float32) + mirror_points(flipped, width)) / 2
+
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The least-squares similarity (rotation, uniform scale, translation; no reflection) taking

@@ -118,7 +118,8 @@ def served_embeddings(models: Path, data: Path) -> tuple[np.ndarray, np.ndarray,
             continue
         embeddings.append(faces.embed(image, [found[int(iou.argmax())]])[0])
         labels.append(s.identity)
-    return np.stack(embeddings), np.array(labels), missed
+    return (np.stack(embeddings) if embeddings else np.zeros((0, faces.embedder.meta.embedding_dim), np.float32),
+            np.array(labels), missed)
 
 
 def calibrate_served(models: Path, val: Path, roc_png: Path) -> dict[str, object]:
@@ -129,7 +130,14 @@ def calibrate_served(models: Path, val: Path, roc_png: Path) -> dict[str, object
     from training.onnx_export import file_metadata, update_metadata
 
     emb, labels, missed = served_embeddings(models, val)
-    gen, imp = pair_distances(emb, labels)
+    gen, imp = pair_distances(emb, labels) if len(emb) else (np.zeros(0), np.zeros(0))
+    if len(gen) < 10 or len(imp) < 1.0 / TARGET_FAR:
+        # Too few faces found to estimate the threshold: keep the one measured at training time
+        # (validation identities, annotated landmarks), and say so in the file and here.
+        print(f"calibration through the serving pipeline skipped: {len(gen)} genuine and {len(imp)} impostor "
+              f"pairs ({missed} faces missed); the embedder keeps its training-time threshold")
+        return {**file_metadata(models / "embedder.onnx")["verification"], "subjects_missed": missed,
+                "served_calibration": "skipped: too few faces found"}
     at = threshold_at_far(gen, imp, TARGET_FAR)
     verification = {**file_metadata(models / "embedder.onnx")["verification"], **at,
                     "roc": roc_points(gen, imp), "source": "validation identities through the serving pipeline",

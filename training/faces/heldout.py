@@ -99,7 +99,7 @@ def _landmarks(doc: dict, per_image: dict[int, list[dict]]) -> dict[str, float]:
             continue
         truth = kp[:, :2]
         errors.append(nme(np.asarray(face["landmarks"], np.float32)[None], truth[None])[0])
-    return {"nme": float(np.mean(errors)), "faces": len(errors), "faces_missed": missed}
+    return {"nme": float(np.mean(errors)) if errors else None, "faces": len(errors), "faces_missed": missed}
 
 
 def _photos_by_identity(doc: dict) -> dict[str, list[dict]]:
@@ -132,7 +132,7 @@ def _verification(client, root: Path, photos: dict[str, list[dict]], pairs: int,
         n1, n2 = rng.choice(len(names), 2, replace=False)
         impostor.append((photos[names[n1]][rng.integers(len(photos[names[n1]]))],
                          photos[names[n2]][rng.integers(len(photos[names[n2]]))]))
-    out = {}
+    out: dict = {"threshold": None}    # the server's, from the first answered pair
     for kind, items in (("genuine", genuine), ("impostor", impostor)):
         verified, no_face = [], 0
         for p1, p2 in items:

@@ -4,6 +4,8 @@ over the inter-ocular distance (eye centre to eye centre).
 
 Training crops jitter the box (shift, scale) the way a detector's boxes miss, mirror the face
 (swapping left and right points) and shift colours; validation crops use the annotated boxes.
+Since the model learns mirrored faces, it is read at test time on the crop and on its mirror image,
+and the two sets of points are averaged (``flip_test`` in the metadata), in validation as in serving.
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from app.vision.align import box_crop_transform, invert_affine, transform_points, warp
+from app.vision.align import box_crop_transform, invert_affine, mirror_average, mirror_points, transform_points, warp
 from training.augment import color_shift
 from training.faces.data import (NORM_MEAN, NORM_STD, PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops,
                                  landmark_precrop, load_faces, to_input)
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
-
-MIRROR = [1, 0, 2, 4, 3]   # left and right points swap under a horizontal flip
-
 
 @dataclass
 class LandmarkConfig:
@@ -106,20 +105,26 @@ def _train_batch(rng, precrops, samples, idx, cfg) -> tuple[torch.Tensor, torch.
     for i in idx:
         crop, pts = make_crop(precrops[i], samples[i], jitter_box(rng, samples[i].box), cfg)
         if rng.random() < 0.5:
-            crop, pts = crop[:, ::-1], np.stack([1.0 - pts[:, 0], pts[:, 1]], axis=1)[MIRROR]
+            crop, pts = crop[:, ::-1], mirror_points(pts * cfg.input_size, cfg.input_size) / cfg.input_size
         crops.append(color_shift(rng, np.ascontiguousarray(crop)))
         points.append(pts)
     return to_input(np.stack(crops)), torch.from_numpy(np.stack(points).reshape(len(idx), 10))
 
 
 @torch.no_grad()
-def predict_points(model: LandmarkNet, precrops, samples) -> np.ndarray:
-    """``(N, 5, 2)`` predicted points in photo pixels, from crops of the annotated boxes."""
+def predict_points(model: LandmarkNet, precrops, samples, flip_test: bool = True) -> np.ndarray:
+    """``(N, 5, 2)`` predicted points in photo pixels, from crops of the annotated boxes (averaged
+    with their mirror images' points, as served, unless ``flip_test`` is off)."""
     model.eval()
     cfg, out = model.cfg, []
+    size = cfg.input_size
     for idx in batches(np.arange(len(samples)), 256):
         crops = np.stack([make_crop(precrops[i], samples[i], samples[i].box, cfg)[0] for i in idx])
-        pred = model(to_input(crops)).numpy().reshape(-1, 5, 2) * cfg.input_size
+        if flip_test:
+            crops = np.concatenate([crops, crops[:, :, ::-1]])
+        pred = model(to_input(crops)).numpy().reshape(-1, 5, 2) * size
+        if flip_test:
+            pred = mirror_average(pred[:len(idx)], pred[len(idx):], size)
         for i, p in zip(idx, pred):
             to_crop = box_crop_transform(samples[i].box, cfg.input_size, cfg.margin)
             out.append(transform_points(p, invert_affine(to_crop)))
@@ -193,7 +198,7 @@ def export_landmarks(checkpoint: Path, out: Path, version: str = "1.0.0") -> tup
     example = torch.zeros(1, 3, size, size)
     best = min(ckpt["history"], key=lambda h: h["val_nme"]) if ckpt.get("history") else {}
     meta = {"name": "landmarks", "task": "face_landmarks", "version": version, "input_size": size,
-            "crop_margin": cfg.margin, "landmark_names": ["left_eye", "right_eye", "nose_tip", "left_mouth",
+            "crop_margin": cfg.margin, "flip_test": True, "landmark_names": ["left_eye", "right_eye", "nose_tip", "left_mouth",
                                                           "right_mouth"],
             "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "output_layout": "x1,y1,...,x5,y5 as fractions of the crop side",
