@@ -28,6 +28,8 @@ def _common_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None, help="channels of the first stage")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training faces")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: bfloat16 autocast for the convolutions; auto: bf16 where the CPU has it natively")
 
 
 def _export(p: argparse.ArgumentParser) -> None:
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--identities-per-batch", type=int, default=32, help="P")
     p.add_argument("--photos-per-identity", type=int, default=4, help="K")
-    p.add_argument("--margin", type=float, default=0.2, help="triplet margin alpha")
+    p.add_argument("--margin", type=float, default=0.3, help="triplet margin alpha")
     p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
     p.add_argument("--input-size", type=int, default=64)
     _export(em.add_parser("export"))

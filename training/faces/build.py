@@ -22,18 +22,25 @@ FACE_DETECTOR_RECIPE = {"width": 0.5, "depth": 0.67, "resolution": 1.0, "base_si
                         "lr": 2e-3, "box_weight": 5.0}
 
 
+# The embedder's recipe. Measured on validation identities (TAR at FAR 1e-3, annotated landmarks):
+# 1,500 identities, margin 0.2, 40 epochs in float32 -> 0.948 (held-out through HTTP 0.921);
+# 3,000 identities, margin 0.3, 30 epochs in float32 -> 0.962 (loss still falling, 28 min here).
+# bfloat16 autocast makes a step 1.8x cheaper on the build host, which buys the longer schedule.
+EMBEDDER_RECIPE = {"margin": 0.3, "mining": "hard", "identities_per_batch": 32, "photos_per_identity": 4}
+
+
 @dataclass
 class FaceBuild:
-    train_identities: int = 1500
+    train_identities: int = 3000      # identities matter more than photos: 1,500 left a gap to unseen people
     per_identity: int = 8
     val_identities: int = 200
     val_per_identity: int = 5
     heldout_identities: int = 400     # the first half enrolled, the second half never
     heldout_per_identity: int = 7     # one to enroll, five to identify, one spare
-    detector_epochs: int = 8
-    detector_photos: int = 4000       # faces are easy to find: a subset of the photos trains the detector
-    landmark_epochs: int = 25
-    embedder_epochs: int = 40
+    detector_epochs: int = 6
+    detector_photos: int = 3000       # faces are easy to find: a subset of the photos trains the detector
+    landmark_epochs: int = 14         # over 3,000 x 8 photos (and their bystanders)
+    embedder_epochs: int = 45
     embedder_steps: int = 100
     verify_pairs: int = 1000          # genuine pairs sent to /verify on held-out data (3x as many impostors)
 
@@ -80,7 +87,7 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
     t = time.time()
     train_embedder(EmbedderTrainOptions(data=train_dir, val=val_dir, out=work / "embedder-run",
                                         epochs=cfg.embedder_epochs, steps_per_epoch=cfg.embedder_steps,
-                                        resume=True))
+                                        resume=True, **EMBEDDER_RECIPE))
     emb_path, emb_diff = export_embedder(work / "embedder-run" / "best.pt", models / "embedder.onnx")
     seconds["embedder"] = round(time.time() - t)
 

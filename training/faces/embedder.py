@@ -30,6 +30,7 @@ from training.faces.calibrate import pair_distances, roc_points, threshold_at_fa
 from training.faces.data import (NORM_MEAN, NORM_STD, FaceSample, aligned_canvas_transform, batches, cut_crops,
                                  load_faces, to_input)
 from training.faces.triplet import triplet_loss
+from training.precision import autocast, resolve
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
@@ -77,8 +78,14 @@ class EmbedNet(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * w * cells, cfg.dim),
                                   nn.BatchNorm1d(cfg.dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.stages(self.stem(x))), dim=1)
+    def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """``precision="bf16"`` (training only) runs the convolutions under bfloat16 autocast and the
+        projection and normalisation in float32; the default is the exported graph."""
+        if precision == "fp32":
+            return F.normalize(self.head(self.stages(self.stem(x))), dim=1)
+        with autocast(precision):
+            features = self.stages(self.stem(x))
+        return F.normalize(self.head(features.float()), dim=1)
 
 
 class VerificationHead(nn.Module):
@@ -169,7 +176,7 @@ class EmbedderTrainOptions:
     steps_per_epoch: int = 100
     identities_per_batch: int = 32   # P
     photos_per_identity: int = 4     # K
-    margin: float = 0.2
+    margin: float = 0.3
     mining: str = "hard"
     lr: float = 2e-3
     seed: int = 0
@@ -177,6 +184,7 @@ class EmbedderTrainOptions:
     input_size: int = 64
     resume: bool = False
     limit: int | None = None
+    precision: str = "auto"   # bf16 autocast where the CPU has it (training/precision.py)
 
 
 def _subjects(path: Path, limit: int | None) -> tuple[list[FaceSample], np.ndarray]:
@@ -198,6 +206,8 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
     val_crops = np.stack([centre(c, size) for c in cut_crops(val_set, lambda photo, s: aligned_canvas(photo, s, size))])
     print(f"embedder: {len(train_set)} photos of {len(np.unique(train_labels))} identities; validation "
           f"{len(val_set)} photos of {len(np.unique(val_labels))} others (crops cut in {time.time() - started:.0f}s)")
+    precision = resolve(opts.precision)
+    print(f"embedder: training precision {precision}")
     cfg = EmbedderConfig(input_size=size, width=opts.width)
     model = EmbedNet(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=5e-4)
@@ -219,7 +229,7 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
             it = epoch * opts.steps_per_epoch + step
             set_lr(opt, warmup_cosine(opts.lr, it, total, 200))
             crops = np.stack([color_shift(rng, jitter_alignment(rng, train_canvas[i], size)) for i in idx])
-            emb = model(to_input(crops).contiguous(memory_format=torch.channels_last))
+            emb = model(to_input(crops).contiguous(memory_format=torch.channels_last), precision)
             loss, stats = triplet_loss(emb, torch.from_numpy(train_labels[idx]), opts.margin, opts.mining)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -234,7 +244,8 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
         print(f"epoch {epoch + 1}/{opts.epochs} loss {row['loss']:.4f} (active {row['active']:.2f}) val TAR@FAR1e-3 "
               f"{fig['tar_at_far']:.4f} threshold {fig['threshold']:.3f} [{row['elapsed_s']:.0f}s]", flush=True)
         state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                 "history": history, "seed": opts.seed, "margin": opts.margin, "mining": opts.mining}
+                 "history": history, "seed": opts.seed, "margin": opts.margin, "mining": opts.mining,
+                 "precision": precision}
         torch.save(state, last)
         if fig["tar_at_far"] >= best:
             best = fig["tar_at_far"]
@@ -297,6 +308,7 @@ def export_embedder(checkpoint: Path, out: Path, version: str = "1.0.0") -> tupl
                              "flops": count_flops(model, example)},
             "training": {"epochs": len(ckpt.get("history", [])), "seed": ckpt.get("seed"),
                          "loss": f"triplet (margin {ckpt.get('margin')}, {ckpt.get('mining')} mining)",
+                         "precision": ckpt.get("precision", "fp32"),
                          "train_seconds": (ckpt.get("history") or [{}])[-1].get("elapsed_s"),
                          "val_tar_at_far": val.get("tar_at_far")}}
     path = export_onnx(model, example, out, meta, output_name="embedding")

@@ -25,6 +25,7 @@ from app.vision.align import box_crop_transform, invert_affine, mirror_average, 
 from training.augment import color_shift
 from training.faces.data import (NORM_MEAN, NORM_STD, PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops,
                                  landmark_precrop, load_faces, to_input)
+from training.precision import autocast, resolve
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
@@ -53,8 +54,14 @@ class LandmarkNet(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * w * cells, 256), nn.ReLU(inplace=True),
                                   nn.Linear(256, 10))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)) + 0.5   # centred on the crop at initialisation
+    def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """``precision="bf16"`` (training only): convolutions under bfloat16 autocast, the regression
+        head in float32; the default is the exported graph."""
+        if precision == "fp32":
+            return self.head(self.features(x)) + 0.5   # centred on the crop at initialisation
+        with autocast(precision):
+            features = self.features(x)
+        return self.head(features.float()) + 0.5
 
 
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
@@ -98,6 +105,7 @@ class LandmarkTrainOptions:
     width: int = 16
     resume: bool = False
     limit: int | None = None
+    precision: str = "auto"   # bf16 autocast where the CPU has it (training/precision.py)
 
 
 def _train_batch(rng, precrops, samples, idx, cfg) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +148,8 @@ def train_landmarks(opts: LandmarkTrainOptions) -> dict:
     train_pre, val_pre = cut_crops(train_set, landmark_precrop), cut_crops(val_set, landmark_precrop)
     print(f"landmarks: {len(train_set)} training faces, {len(val_set)} validation faces "
           f"(crops cut in {time.time() - started:.0f}s)")
+    precision = resolve(opts.precision)
+    print(f"landmarks: training precision {precision}")
     cfg = LandmarkConfig(width=opts.width)
     model = LandmarkNet(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=1e-4)
@@ -162,7 +172,7 @@ def train_landmarks(opts: LandmarkTrainOptions) -> dict:
             it = epoch * steps + step
             set_lr(opt, warmup_cosine(opts.lr, it, total, 200))
             x, y = _train_batch(rng, train_pre, train_set, idx, cfg)
-            loss = nn.functional.smooth_l1_loss(model(x), y.float(), beta=0.01)
+            loss = nn.functional.smooth_l1_loss(model(x, precision), y.float(), beta=0.01)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,7 +183,7 @@ def train_landmarks(opts: LandmarkTrainOptions) -> dict:
         print(f"epoch {epoch + 1}/{opts.epochs} loss {loss_sum / steps:.5f} val NME {val_nme:.4f} "
               f"[{history[-1]['elapsed_s']:.0f}s]", flush=True)
         state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "epoch": epoch, "history": history, "seed": opts.seed}
+                 "epoch": epoch, "history": history, "seed": opts.seed, "precision": precision}
         torch.save(state, last)
         if val_nme <= best:
             best = val_nme
@@ -206,6 +216,7 @@ def export_landmarks(checkpoint: Path, out: Path, version: str = "1.0.0") -> tup
                              "parameters": sum(p.numel() for p in model.parameters()),
                              "flops": count_flops(model, example)},
             "training": {"epochs": len(ckpt.get("history", [])), "seed": ckpt.get("seed"),
+                         "precision": ckpt.get("precision", "fp32"),
                          "train_seconds": (ckpt.get("history") or [{}])[-1].get("elapsed_s"),
                          "val_nme": best.get("val_nme")}}
     path = export_onnx(model, example, out, meta)
