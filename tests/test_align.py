@@ -84,14 +84,26 @@ def test_crop_box_fills_outside_with_grey():
 
 
 def test_mirror_points_follow_the_pixels_of_a_flipped_image():
-    points = np.array([[10, 12], [40, 11], [25, 30], [14, 44], [37, 45]], dtype=np.float32)
+    pixels = np.array([[10, 12], [40, 11], [25, 30], [14, 44], [37, 45]])
+    points = pixels + 0.5                                 # continuous: a pixel's centre is at +0.5
     img = np.zeros((64, 57, 3), np.uint8)
-    for k, (x, y) in enumerate(points.astype(int)):
-        img[y, x] = (k + 1) * 40                       # point k marked by its own value
+    for k, (x, y) in enumerate(pixels):
+        img[y, x] = (k + 1) * 40                          # point k marked by its own value
     flipped = img[:, ::-1]
     got = mirror_points(points, img.shape[1])
     for k, (x, y) in enumerate(got):
         # after the flip, left and right swap: the point now called k was marked as MIRROR[k]
-        assert flipped[int(y), int(x), 0] == ([1, 0, 2, 4, 3][k] + 1) * 40
+        assert flipped[int(np.floor(y)), int(np.floor(x)), 0] == ([1, 0, 2, 4, 3][k] + 1) * 40
+        assert x % 1 == 0.5 and y % 1 == 0.5              # still a pixel's centre
     np.testing.assert_allclose(mirror_points(got, img.shape[1]), points)
     np.testing.assert_allclose(mirror_average(points, got, img.shape[1]), points)
+
+
+def test_warp_reads_matrices_in_continuous_coordinates():
+    """x -> W - x is the horizontal flip in continuous coordinates: warp must give image[:, ::-1]
+    exactly (OpenCV's own convention would shift it by a pixel)."""
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    flip = np.array([[-1.0, 0.0, 32.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(warp(img, flip, 32), img[:, ::-1])
+    # a crop of the box [8, 24) at 16 px is the sub-array, pixel for pixel
+    np.testing.assert_array_equal(crop_box(img, np.array([8, 8, 24, 24]), 16, 1.0)[0], img[8:24, 8:24])

@@ -3,9 +3,11 @@ landmark model reads, and the alignment of 5 landmarks onto a canonical template
 embedder reads.
 
 Points are ``(5, 2) float32`` pixel coordinates in the order left eye, right eye, nose tip, left
-mouth corner, right mouth corner (left/right as seen in the image). Transforms are ``(2, 3)``
-affine matrices mapping source pixels to destination pixels (OpenCV's convention), applied with
-``cv2.warpAffine``. Images are ``HxWx3 uint8 RGB``.
+mouth corner, right mouth corner (left/right as seen in the image). Coordinates are continuous:
+pixel ``(i, j)`` covers ``[i, i + 1) x [j, j + 1)``, so its centre is ``(i + 0.5, j + 0.5)``. That is
+COCO's convention for keypoints and boxes, and the detector's. Transforms are ``(2, 3)`` affine
+matrices between such coordinates; ``warp`` converts them to OpenCV's convention (pixel centres at
+integers) for ``cv2.warpAffine``. Images are ``HxWx3 uint8 RGB``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ MIRROR = (1, 0, 2, 4, 3)  # under a horizontal flip the left and right points sw
 
 def mirror_points(points: np.ndarray, width: int) -> np.ndarray:
     """``(..., 5, 2)`` points in pixels of an image ``width`` pixels wide → the same points in the
-    horizontally flipped image (``image[:, ::-1]``), left and right swapped. Pixel centres sit at
-    integers (OpenCV's convention), so column ``x`` goes to ``width - 1 - x``."""
+    horizontally flipped image (``image[:, ::-1]``), left and right swapped: ``x`` goes to
+    ``width - x`` (continuous coordinates)."""
     out = np.array(points, dtype=np.float32, copy=True)
-    out[..., 0] = (width - 1) - out[..., 0]
+    out[..., 0] = width - out[..., 0]
     return out[..., list(MIRROR), :]
 
 
@@ -71,10 +73,19 @@ def alignment_transform(landmarks: np.ndarray, size: int, template: np.ndarray =
     return similarity_transform(landmarks, np.asarray(template, dtype=np.float64) * size)
 
 
+def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A transform between continuous coordinates → the same transform between OpenCV's pixel
+    indices (``p_cv = p - 0.5`` on both sides)."""
+    m = np.array(matrix, dtype=np.float64, copy=True)
+    m[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    return m
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """``cv2.warpAffine`` onto a ``size x size`` crop, without aliasing when it shrinks: a shrink by
-    more than 2x first reduces the image by an integer factor with area averaging."""
-    matrix = np.asarray(matrix, dtype=np.float64)
+    """The ``size x size`` crop through ``matrix`` (continuous coordinates), by ``cv2.warpAffine``,
+    without aliasing when it shrinks: a shrink by more than 2x first reduces the image by an integer
+    factor with area averaging."""
+    matrix = opencv_matrix(matrix)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     factor = int(1.0 / scale) if scale > 0 else 1
     if factor >= 2:
