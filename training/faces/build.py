@@ -37,8 +37,8 @@ class FaceBuild:
     val_per_identity: int = 5
     heldout_identities: int = 400     # the first half enrolled, the second half never
     heldout_per_identity: int = 7     # one to enroll, five to identify, one spare
-    detector_epochs: int = 6
-    detector_photos: int = 3000       # faces are easy to find: a subset of the photos trains the detector
+    detector_epochs: int = 8
+    detector_photos: int = 4000       # faces are easy to find: a subset of the photos trains the detector
     landmark_epochs: int = 14         # over 3,000 x 8 photos (and their bystanders)
     embedder_epochs: int = 36
     embedder_steps: int = 100
