@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.detector import DetectParams, Normalization, ObjectDetector
 from app.runtime import ModelLoadError
-from app.vision.align import align_face, crop_box, invert_affine, mirror_average, transform_points
+from app.vision.align import align_face, crop_box, invert_affine, read_with_mirror, transform_points
 from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
@@ -117,11 +117,11 @@ class LandmarkModel(_OnnxModel):
         size, margin = self.meta.input_size, self.meta.crop_margin
         cut = [crop_box(image, box, size, margin) for box in boxes]
         crops = np.stack([c for c, _ in cut])
-        if self.meta.flip_test:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
-        out = self.run(_normalise(crops, self.meta.normalization)).reshape(-1, 5, 2) * size
-        if self.meta.flip_test:
-            out = mirror_average(out[:len(boxes)], out[len(boxes):], size)
+
+        def read(batch: np.ndarray) -> np.ndarray:
+            return self.run(_normalise(batch, self.meta.normalization)).reshape(-1, 5, 2) * size
+
+        out = read_with_mirror(read, crops) if self.meta.flip_test else read(crops)
         return np.stack([transform_points(p, invert_affine(m)) for p, (_, m) in zip(out, cut)])
 
 

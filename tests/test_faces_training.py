@@ -63,15 +63,20 @@ def test_embedder_training_loss_falls_and_head_is_fitted(embedder_run):
     assert len(ckpt["head"]["weights"]) == 128 and 0.0 <= ckpt["validation"]["tar_at_far"] <= 1.0
 
 
-def test_landmark_export_parity_and_served(landmark_run, face_sets, tmp_path):
-    out = tmp_path / "landmarks.onnx"
-    assert faces_cli(["landmarks", "export", "--checkpoint", str(landmark_run / "best.pt"), "--out", str(out)]) == 0
-    model, _ = load_landmarks(landmark_run / "best.pt")
+def _export_with_parity(kind: str, run, load, tmp_path):
+    """Export through the CLI; ONNX Runtime answers like the PyTorch model (within 1e-4)."""
+    out = tmp_path / f"{kind}.onnx"
+    assert faces_cli([kind, "export", "--checkpoint", str(run / "best.pt"), "--out", str(out)]) == 0
+    model, _ = load(run / "best.pt")
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         assert np.abs(got - model(x).numpy()).max() <= 1e-4
-    session = create_session(out, Settings(device="cpu"))
+    return out, model, got, create_session(out, Settings(device="cpu"))
+
+
+def test_landmark_export_parity_and_served(landmark_run, face_sets, tmp_path):
+    out, model, _, session = _export_with_parity("landmarks", landmark_run, load_landmarks, tmp_path)
     served = LandmarkModel.from_session(session, read_metadata(session), out)
     assert served.meta.task == "face_landmarks" and served.meta.crop_margin > 1
     sample = load_faces(face_sets / "val").subjects()[0]
@@ -90,15 +95,8 @@ def test_landmark_export_parity_and_served(landmark_run, face_sets, tmp_path):
 
 
 def test_embedder_export_parity_and_served(embedder_run, face_sets, tmp_path):
-    out = tmp_path / "embedder.onnx"
-    assert faces_cli(["embedder", "export", "--checkpoint", str(embedder_run / "best.pt"), "--out", str(out)]) == 0
-    model, _ = load_embedder(embedder_run / "best.pt")
-    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.abs(got - model(x).numpy()).max() <= 1e-4
+    out, _, got, session = _export_with_parity("embedder", embedder_run, load_embedder, tmp_path)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    session = create_session(out, Settings(device="cpu"))
     served = FaceEmbedder.from_session(session, read_metadata(session), out)
     meta = served.meta
     assert meta.task == "face_embedding" and meta.embedding_dim == 128 and meta.distance == "squared_l2"

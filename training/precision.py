@@ -9,7 +9,7 @@ in float32: the exported ONNX files are the same float32 graphs either way.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,8 +35,11 @@ def resolve(precision: str) -> str:
     return precision
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on the CPU for ``bf16``; nothing for ``fp32``."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def trunk_features(trunk: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, precision: str) -> torch.Tensor:
+    """``trunk(x)`` as float32: under bfloat16 autocast for ``bf16`` (training only), plainly for
+    ``fp32``, so that the exported graph has no autocast in it."""
+    if precision != "bf16":
+        return trunk(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = trunk(x)
+    return features.float()

@@ -12,6 +12,8 @@ integers) for ``cv2.warpAffine``. Images are ``HxWx3 uint8 RGB``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -38,6 +40,14 @@ def mirror_points(points: np.ndarray, width: int) -> np.ndarray:
 def mirror_average(points: np.ndarray, flipped: np.ndarray, width: int) -> np.ndarray:
     """Test-time flip: the mean of the points read on a crop and those read on its mirror image."""
     return (np.asarray(points, dtype=np.float32) + mirror_points(flipped, width)) / 2
+
+
+def read_with_mirror(read: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.ndarray:
+    """``read`` (``(B, S, S, 3)`` crops → ``(B, 5, 2)`` points in crop pixels) on the crops and on their
+    mirror images in one batch; the two readings averaged (the landmark model's flip test)."""
+    n, width = len(crops), crops.shape[2]
+    points = read(np.concatenate([crops, crops[:, :, ::-1]]))
+    return mirror_average(points[:n], points[n:], width)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from training.faces.calibrate import pair_distances, roc_points, threshold_at_fa
 from training.faces.data import (NORM_MEAN, NORM_STD, FaceSample, aligned_canvas_transform, batches, cut_crops,
                                  load_faces, to_input)
 from training.faces.triplet import triplet_loss
-from training.precision import autocast, resolve
+from training.precision import resolve, trunk_features
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
@@ -81,11 +81,7 @@ class EmbedNet(nn.Module):
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """``precision="bf16"`` (training only) runs the convolutions under bfloat16 autocast and the
         projection and normalisation in float32; the default is the exported graph."""
-        if precision == "fp32":
-            return F.normalize(self.head(self.stages(self.stem(x))), dim=1)
-        with autocast(precision):
-            features = self.stages(self.stem(x))
-        return F.normalize(self.head(features.float()), dim=1)
+        return F.normalize(self.head(trunk_features(lambda t: self.stages(self.stem(t)), x, precision)), dim=1)
 
 
 class VerificationHead(nn.Module):

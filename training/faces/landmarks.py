@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from app.vision.align import box_crop_transform, invert_affine, mirror_average, mirror_points, transform_points, warp
+from app.vision.align import box_crop_transform, invert_affine, mirror_points, read_with_mirror, transform_points, warp
 from training.augment import color_shift
 from training.faces.data import (NORM_MEAN, NORM_STD, PRE_MARGIN, PRE_SIZE, FaceSample, batches, cut_crops,
                                  landmark_precrop, load_faces, to_input)
-from training.precision import autocast, resolve
+from training.precision import resolve, trunk_features
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
@@ -57,11 +57,8 @@ class LandmarkNet(nn.Module):
     def forward(self, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """``precision="bf16"`` (training only): convolutions under bfloat16 autocast, the regression
         head in float32; the default is the exported graph."""
-        if precision == "fp32":
-            return self.head(self.features(x)) + 0.5   # centred on the crop at initialisation
-        with autocast(precision):
-            features = self.features(x)
-        return self.head(features.float()) + 0.5
+        # + 0.5: centred on the crop at initialisation
+        return self.head(trunk_features(self.features, x, precision)) + 0.5
 
 
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
@@ -125,14 +122,13 @@ def predict_points(model: LandmarkNet, precrops, samples, flip_test: bool = True
     with their mirror images' points, as served, unless ``flip_test`` is off)."""
     model.eval()
     cfg, out = model.cfg, []
-    size = cfg.input_size
+
+    def read(crops: np.ndarray) -> np.ndarray:
+        return model(to_input(crops)).numpy().reshape(-1, 5, 2) * cfg.input_size
+
     for idx in batches(np.arange(len(samples)), 256):
         crops = np.stack([make_crop(precrops[i], samples[i], samples[i].box, cfg)[0] for i in idx])
-        if flip_test:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
-        pred = model(to_input(crops)).numpy().reshape(-1, 5, 2) * size
-        if flip_test:
-            pred = mirror_average(pred[:len(idx)], pred[len(idx):], size)
+        pred = read_with_mirror(read, crops) if flip_test else read(crops)
         for i, p in zip(idx, pred):
             to_crop = box_crop_transform(samples[i].box, cfg.input_size, cfg.margin)
             out.append(transform_points(p, invert_affine(to_crop)))
