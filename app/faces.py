@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.detector import DetectParams, Normalization, ObjectDetector
 from app.runtime import ModelLoadError
-from app.vision.align import align_face, crop_box, invert_affine, read_with_mirror, transform_points
+from app.vision.align import (align_face, crop_box, embed_with_mirror, invert_affine, read_with_mirror,
+                              transform_points, unit)
 from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
@@ -65,6 +66,7 @@ class EmbedderMeta(_Meta):
     verification: VerificationMeta
     verification_head: HeadMeta | None = None
     weights_sha256: str | None = None
+    flip_test: bool = False   # embed the aligned crop and its mirror image, and average (trained with mirroring)
 
 
 class _OnnxModel(ABC):
@@ -137,7 +139,8 @@ class FaceEmbedder(_OnnxModel):
             digest = self.meta.weights_sha256
             if digest is None:
                 digest = hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path.is_file() else "unknown"
-            self._fingerprint = f"{self.meta.version}+{digest[:12]}"
+            # the flip test changes every embedding, so it is part of what the gallery matches on
+            self._fingerprint = f"{self.meta.version}+{digest[:12]}" + ("+flip" if self.meta.flip_test else "")
         return self._fingerprint
 
     def output_width(self) -> int:
@@ -169,8 +172,11 @@ class FaceEmbedder(_OnnxModel):
             return np.zeros((0, self.meta.embedding_dim), np.float32)
         size, template = self.meta.input_size, np.asarray(self.meta.template)
         crops = np.stack([align_face(image, pts, size, template) for pts in landmarks])
-        emb = self.run(_normalise(crops, self.meta.normalization))
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+        def read(batch: np.ndarray) -> np.ndarray:
+            return self.run(_normalise(batch, self.meta.normalization))
+
+        return embed_with_mirror(read, crops) if self.meta.flip_test else unit(read(crops))
 
     def probability(self, a: np.ndarray, b: np.ndarray) -> float | None:
         """DeepFace's head: p(same person) from ``|a - b|``; None when the file has no head."""

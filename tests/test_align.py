@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from app.vision.align import (FACE_TEMPLATE, align_face, alignment_transform, box_crop_transform, crop_box,
-                              invert_affine, mirror_average, mirror_points, similarity_transform, transform_points,
-                              warp)
+                              embed_with_mirror, invert_affine, mirror_average, mirror_points, similarity_transform,
+                              transform_points, unit, warp)
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -107,3 +107,23 @@ def test_warp_reads_matrices_in_continuous_coordinates():
     np.testing.assert_array_equal(warp(img, flip, 32), img[:, ::-1])
     # a crop of the box [8, 24) at 16 px is the sub-array, pixel for pixel
     np.testing.assert_array_equal(crop_box(img, np.array([8, 8, 24, 24]), 16, 1.0)[0], img[8:24, 8:24])
+
+
+def test_embed_with_mirror_averages_unit_readings_in_one_batch():
+    """A toy embedder reading the left and right halves: the crop and its mirror image answer
+    swapped halves, each is scaled to unit length, summed, and the sum scaled to unit length."""
+    crops = np.random.default_rng(1).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    calls = []
+
+    def embed(batch):
+        calls.append(len(batch))
+        return np.stack([batch[:, :, :4].reshape(len(batch), -1).mean(1),
+                         3 * batch[:, :, 4:].reshape(len(batch), -1).mean(1)], axis=1)
+
+    got = embed_with_mirror(embed, crops)
+    assert calls == [6]                                   # one run for the crops and their mirrors
+    left, right = crops[:, :, :4].reshape(3, -1).mean(1), crops[:, :, 4:].reshape(3, -1).mean(1)
+    a, b = np.stack([left, 3 * right], 1), np.stack([right, 3 * left], 1)
+    expected = unit(unit(a) + unit(b))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-6)

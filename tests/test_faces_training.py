@@ -11,7 +11,7 @@ import torch
 from app.faces import FaceEmbedder, LandmarkModel
 from app.runtime import create_session, read_metadata
 from app.settings import Settings
-from app.vision.align import crop_box, invert_affine, mirror_average, transform_points
+from app.vision.align import align_face, crop_box, invert_affine, mirror_average, transform_points
 from training.faces.__main__ import main as faces_cli
 from training.faces.calibrate import pair_distances, threshold_at_far
 from training.faces.data import load_faces, to_input
@@ -95,18 +95,28 @@ def test_landmark_export_parity_and_served(landmark_run, face_sets, tmp_path):
 
 
 def test_embedder_export_parity_and_served(embedder_run, face_sets, tmp_path):
-    out, _, got, session = _export_with_parity("embedder", embedder_run, load_embedder, tmp_path)
+    out, model, got, session = _export_with_parity("embedder", embedder_run, load_embedder, tmp_path)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     served = FaceEmbedder.from_session(session, read_metadata(session), out)
     meta = served.meta
     assert meta.task == "face_embedding" and meta.embedding_dim == 128 and meta.distance == "squared_l2"
     assert meta.verification.target_far == 1e-3 and len(meta.verification_head.weights) == 128
-    assert served.fingerprint.startswith("1.0.0+") and len(served.fingerprint) == len("1.0.0+") + 12
+    # trained with mirrored crops, so served with the flip test; a gallery never mixes the two readings
+    assert meta.flip_test and served.fingerprint.endswith("+flip")
+    assert len(served.fingerprint) == len("1.0.0+") + 12 + len("+flip")
     sample = load_faces(face_sets / "val").subjects()[0]
     from training.detect.data import read_rgb
 
-    emb = served.embed(read_rgb(sample.path), sample.landmarks[None])
+    photo = read_rgb(sample.path)
+    emb = served.embed(photo, sample.landmarks[None])
     assert emb.shape == (1, 128) and 0.0 <= served.probability(emb[0], -emb[0]) <= 1.0
+    # served: the unit embeddings of the aligned crop and of its mirror image, summed, unit length again
+    crop = align_face(photo, sample.landmarks, 64, np.asarray(meta.template))
+    with torch.no_grad():
+        pair = model(to_input(np.stack([crop, crop[:, ::-1]]))).numpy()
+    expected = pair[0] + pair[1]
+    np.testing.assert_allclose(emb[0], expected / np.linalg.norm(expected), atol=1e-4)
+    assert float(emb[0] @ pair[0]) < 1 - 1e-6   # the mirror reading changed the embedding
 
 
 def test_threshold_at_far_on_known_distances():

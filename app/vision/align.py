@@ -50,6 +50,22 @@ def read_with_mirror(read: Callable[[np.ndarray], np.ndarray], crops: np.ndarray
     return mirror_average(points[:n], points[n:], width)
 
 
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def embed_with_mirror(embed: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.ndarray:
+    """``embed`` (``(B, S, S, 3)`` aligned crops → ``(B, D)`` embeddings) on the crops and on their
+    mirror images in one batch; the unit embeddings summed and scaled back to unit length (the
+    embedder's flip test: the template is symmetric, so a mirrored aligned crop is the aligned crop of
+    the mirrored face)."""
+    n = len(crops)
+    out = unit(embed(np.concatenate([crops, crops[:, :, ::-1]])))
+    return unit(out[:n] + out[n:])
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The least-squares similarity (rotation, uniform scale, translation; no reflection) taking
     ``src (N, 2)`` onto ``dst (N, 2)`` (Umeyama, 1991). Returns a ``(2, 3)`` float64 matrix."""

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.3, help="triplet margin alpha")
     p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
     p.add_argument("--input-size", type=int, default=64)
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="no mirrored training crops and no flip test (for faces that are not left-right symmetric)")
     _export(em.add_parser("export"))
     p = sub.add_parser("eigenfaces", help="the PCA baseline on held-out identities")
     p.add_argument("--data", type=Path, required=True, help="faces to fit the PCA on")

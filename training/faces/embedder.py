@@ -5,8 +5,11 @@ then DeepFace's verification head on pairs of embeddings:
     p(same) = sigmoid(sum_k w_k |f(x_i)_k - f(x_j)_k| + b)
 
 Training crops are aligned by the annotated landmarks, then jittered by a small random similarity
-(what a landmark model's errors do to the alignment) and colour-shifted. Validation identities are
-never trained on; the best epoch is the one with the highest true-accept rate at FAR 1e-3 there.
+(what a landmark model's errors do to the alignment), mirrored half the time and colour-shifted.
+Since the model learns mirrored faces, it is read at test time on the aligned crop and on its mirror
+image, and the two embeddings are averaged (``flip_test`` in the metadata), in validation as in
+serving. Validation identities are never trained on; the best epoch is the one with the highest
+true-accept rate at FAR 1e-3 there.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from app.vision.align import FACE_TEMPLATE, warp
+from app.vision.align import FACE_TEMPLATE, embed_with_mirror, warp
 from training.augment import color_shift
 from training.faces.calibrate import pair_distances, roc_points, threshold_at_far
 from training.faces.data import (NORM_MEAN, NORM_STD, FaceSample, aligned_canvas_transform, batches, cut_crops,
@@ -128,9 +131,15 @@ def pk_batches(rng: np.random.Generator, labels: np.ndarray, p: int, k: int, ste
 
 
 @torch.no_grad()
-def embed_crops(model: EmbedNet, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+def embed_crops(model: EmbedNet, crops: np.ndarray, flip_test: bool = True, batch: int = 256) -> np.ndarray:
+    """Unit embeddings of aligned crops, as served: with the flip test unless ``flip_test`` is off."""
     model.eval()
-    return np.concatenate([model(to_input(crops[idx])).numpy() for idx in batches(np.arange(len(crops)), batch)])
+
+    def read(part: np.ndarray) -> np.ndarray:
+        return model(to_input(part)).numpy()
+
+    return np.concatenate([embed_with_mirror(read, crops[idx]) if flip_test else read(crops[idx])
+                           for idx in batches(np.arange(len(crops)), batch)])
 
 
 def verification_figures(emb: np.ndarray, labels: np.ndarray) -> dict[str, object]:
@@ -181,6 +190,7 @@ class EmbedderTrainOptions:
     resume: bool = False
     limit: int | None = None
     precision: str = "auto"   # bf16 autocast where the CPU has it (training/precision.py)
+    mirror: bool = True       # mirror half the training crops; read with the flip test (validation, serving)
 
 
 def _subjects(path: Path, limit: int | None) -> tuple[list[FaceSample], np.ndarray]:
@@ -225,6 +235,9 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
             it = epoch * opts.steps_per_epoch + step
             set_lr(opt, warmup_cosine(opts.lr, it, total, 200))
             crops = np.stack([color_shift(rng, jitter_alignment(rng, train_canvas[i], size)) for i in idx])
+            if opts.mirror:
+                flip = rng.random(len(crops)) < 0.5
+                crops[flip] = crops[flip][:, :, ::-1]
             emb = model(to_input(crops).contiguous(memory_format=torch.channels_last), precision)
             loss, stats = triplet_loss(emb, torch.from_numpy(train_labels[idx]), opts.margin, opts.mining)
             opt.zero_grad(set_to_none=True)
@@ -232,7 +245,7 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
             opt.step()
             sums["loss"] += loss.item()
             sums["active"] += stats["active"]
-        fig = verification_figures(embed_crops(model, val_crops), val_labels)
+        fig = verification_figures(embed_crops(model, val_crops, opts.mirror), val_labels)
         row = {"epoch": epoch + 1, "loss": sums["loss"] / opts.steps_per_epoch,
                "active": sums["active"] / opts.steps_per_epoch, "val_tar_at_far": fig["tar_at_far"],
                "val_threshold": fig["threshold"], "elapsed_s": round(time.time() - started, 1)}
@@ -241,7 +254,7 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
               f"{fig['tar_at_far']:.4f} threshold {fig['threshold']:.3f} [{row['elapsed_s']:.0f}s]", flush=True)
         state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                  "history": history, "seed": opts.seed, "margin": opts.margin, "mining": opts.mining,
-                 "precision": precision}
+                 "precision": precision, "flip_test": opts.mirror}
         torch.save(state, last)
         if fig["tar_at_far"] >= best:
             best = fig["tar_at_far"]
@@ -258,11 +271,11 @@ def finish(best_path: Path, train_set, train_labels, train_canvas, val_crops, va
     ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
     model = EmbedNet(EmbedderConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["model"])
-    size = model.cfg.input_size
-    train_emb = embed_crops(model, np.stack([centre(c, size) for c in train_canvas]))
+    size, flip_test = model.cfg.input_size, ckpt.get("flip_test", False)
+    train_emb = embed_crops(model, np.stack([centre(c, size) for c in train_canvas]), flip_test)
     head = train_head(train_emb, train_labels, seed)
     ckpt["head"] = {"weights": head.linear.weight.detach().numpy()[0].tolist(), "bias": float(head.linear.bias.detach()[0])}
-    ckpt["validation"] = verification_figures(embed_crops(model, val_crops), val_labels)
+    ckpt["validation"] = verification_figures(embed_crops(model, val_crops, flip_test), val_labels)
     torch.save(ckpt, best_path)
 
 
@@ -295,6 +308,7 @@ def export_embedder(checkpoint: Path, out: Path, version: str = "1.0.0") -> tupl
             "embedding_dim": cfg.dim, "template": FACE_TEMPLATE.tolist(),
             "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "distance": "squared_l2", "weights_sha256": weights_digest(model),
+            "flip_test": bool(ckpt.get("flip_test", False)),
             "verification": {"threshold": val.get("threshold"), "target_far": TARGET_FAR,
                              "source": "validation identities, annotated landmarks", "roc": val.get("roc"),
                              "tar_at_far": val.get("tar_at_far")},
