@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import detect, faces, health, subjects
+from app.api import detect, faces, health, segment, subjects
 from app.errors import install_error_handlers
 from app.gallery import Gallery, GalleryLocked
 from app.limits import BodyLimitMiddleware
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(detect.router)
+    app.include_router(segment.router)
     app.include_router(faces.router)
     app.include_router(subjects.router)
     return app

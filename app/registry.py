@@ -15,6 +15,7 @@ from app.detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FACE_DETECTION, FACE_EMBEDDING, FACE_LANDMARKS, FaceAnalyzer, FaceEmbedder, LandmarkModel
 from app.runtime import ModelLoadError, create_session, read_metadata
+from app.segmenter import SEGMENTATION, Segmenter
 from app.settings import Settings
 
 log = logging.getLogger("sightline.registry")
@@ -28,6 +29,7 @@ class ModelRegistry:
     face_detector: ObjectDetector | None = None
     landmarks: LandmarkModel | None = None
     embedder: FaceEmbedder | None = None
+    segmenter: Segmenter | None = None
     ready: bool = False
     error: str | None = None  # why start-up failed, when it did
     error_code: str = "model_load_failed"
@@ -52,6 +54,14 @@ class ModelRegistry:
                               code="model_not_available")
         return next(iter(self.detectors.values()))
 
+    def segmentation(self) -> Segmenter:
+        """The segmenter serving ``/segment``."""
+        self._check_ready()
+        if self.segmenter is None:
+            raise Unavailable("no segmentation model is installed in the models directory",
+                              code="model_not_available")
+        return self.segmenter
+
     def faces(self, embedding: bool) -> FaceAnalyzer:
         """The face pipeline; ``embedding`` when the route compares faces (verify, identify, enroll)."""
         self._check_ready()
@@ -64,9 +74,9 @@ class ModelRegistry:
                               code="model_not_available")
         return FaceAnalyzer(self.face_detector, self.landmarks, self.embedder)  # type: ignore[arg-type]
 
-    def describe(self) -> list[ObjectDetector | LandmarkModel | FaceEmbedder]:
-        faces = [m for m in (self.face_detector, self.landmarks, self.embedder) if m is not None]
-        return [*self.detectors.values(), *faces]
+    def describe(self) -> list[ObjectDetector | LandmarkModel | FaceEmbedder | Segmenter]:
+        others = [m for m in (self.segmenter, self.face_detector, self.landmarks, self.embedder) if m is not None]
+        return [*self.detectors.values(), *others]
 
 
 def load_models(settings: Settings, registry: ModelRegistry) -> None:
@@ -87,6 +97,8 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
             registry.landmarks = LandmarkModel.from_session(session, meta, path)
         elif task == FACE_EMBEDDING:
             registry.embedder = FaceEmbedder.from_session(session, meta, path)
+        elif task == SEGMENTATION:
+            registry.segmenter = Segmenter.from_session(session, meta, path)
         else:
             log.warning("%s: task %r is not served by this version; skipped", path.name, task)
     log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")

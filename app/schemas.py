@@ -141,3 +141,43 @@ class EnrolledFace(BaseModel):
     face_id: int
     subject_id: str
     box: Box
+
+
+# ---- segmentation ---------------------------------------------------------------------------
+
+class Rle(BaseModel):
+    """COCO run-length encoding (compressed string), as ``pycocotools.mask.decode`` reads it."""
+
+    size: tuple[int, int] = Field(description="[height, width]")
+    counts: str
+
+
+class SegmentClass(BaseModel):
+    class_id: int
+    label: str
+    pixels: int
+    fraction: float = Field(ge=0, le=1, description="pixels / (width x height)")
+    rle: Rle | None = Field(default=None, description="this class's pixels, with rle=true")
+
+
+class EncodedImage(BaseModel):
+    encoding: str = Field(description="png: the class-id mask, one byte per pixel; jpeg: the overlay")
+    data: str = Field(description="base64 of the file")
+
+
+class SegmentTimings(BaseModel):
+    decode: float
+    preprocess: float
+    inference: float
+    postprocess: float
+    encode: float
+
+
+class SegmentResponse(BaseModel):
+    model: ModelRef
+    image: ImageSize
+    classes: list[SegmentClass] = Field(description="the classes present in the mask, by class id")
+    mask: EncodedImage = Field(description="single-channel PNG of class ids at the original resolution")
+    overlay: EncodedImage | None = Field(default=None, description="JPEG of the photo with the classes drawn, "
+                                                                   "with overlay=true")
+    timings_ms: SegmentTimings

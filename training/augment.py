@@ -95,3 +95,18 @@ def augment_detection(rng: np.random.Generator, image: np.ndarray, boxes: np.nda
     image = color_shift(rng, image)
     image = pca_color(rng, image)
     return image, boxes, labels, mask
+
+
+def augment_segmentation(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, crop_p: float = 0.5,
+                         flip_p: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The detection recipe for a class-id mask: random crop and mirror move the mask with the image
+    (pixel for pixel); colour shift and PCA colour touch the image only."""
+    no_boxes = np.zeros((0, 4), np.float32)
+    if rng.random() < crop_p:
+        window = random_crop_window(rng, image.shape[1], image.shape[0])
+        image, _, _, mask = crop(image, no_boxes, window, mask)
+    if rng.random() < flip_p:
+        image, _, mask = hflip(image, no_boxes, mask)
+    image = color_shift(rng, image)
+    image = pca_color(rng, image)
+    return image, mask

@@ -14,6 +14,7 @@ from app.errors import Unavailable
 from app.faces import FaceAnalyzer
 from app.gallery import Gallery
 from app.registry import ModelRegistry
+from app.segmenter import Segmenter
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -29,6 +30,10 @@ def get_registry(request: Request) -> ModelRegistry:
 
 def get_detector(request: Request) -> ObjectDetector:
     return get_registry(request).detector()
+
+
+def get_segmenter(request: Request) -> Segmenter:
+    return get_registry(request).segmentation()
 
 
 def get_faces(request: Request) -> FaceAnalyzer:
@@ -66,6 +71,7 @@ def get_offload(request: Request) -> Offload:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 DetectorDep = Annotated[ObjectDetector, Depends(get_detector)]
+SegmenterDep = Annotated[Segmenter, Depends(get_segmenter)]
 OffloadDep = Annotated[Offload, Depends(get_offload)]
 FacesDep = Annotated[FaceAnalyzer, Depends(get_faces)]
 FacesEmbedDep = Annotated[FaceAnalyzer, Depends(get_faces_embed)]

@@ -62,6 +62,19 @@ def in_process_client(model: Path, data_dir: Path | None = None) -> Iterator[obj
         yield client
 
 
+@contextmanager
+def api_client(models: Path | None, url: str | None) -> Iterator[object]:
+    """An HTTP client: httpx on a running server at ``url``, else the app in-process over ``models``."""
+    if url:
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+    else:
+        with in_process_client(models) as client:
+            yield client
+
+
 def serving_predictor(model: Path) -> Callable[[Path], Detections]:
     """The serving classes in-process, without HTTP: the server's decoder and ``ObjectDetector``
     (any detection task, the face detector included)."""

@@ -15,33 +15,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from app.vision.boxes import box_iou
+from training.detect.heldout import api_client
 from training.faces.landmarks import nme
 
 # A photo for /verify shows its person as the largest face by at least this area ratio. Between faces
 # within a few percent of each other in size, which is "largest" comes down to a few pixels of box
 # (the detector's boxes are not the annotator's): such photos test the tie, not the verification.
 CLEARLY_LARGEST = 1.25
-
-
-@contextmanager
-def _client(models: Path | None, url: str | None) -> Iterator[object]:
-    if url:
-        import httpx
-
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
-    else:
-        from training.detect.heldout import in_process_client
-
-        with in_process_client(models) as client:
-            yield client
 
 
 class NoFace(Exception):
@@ -224,7 +209,7 @@ def evaluate_faces(data: Path, models: Path | None = None, url: str | None = Non
     boxes = {a["image_id"]: a["bbox"] for a in doc["annotations"]
              if a.get("identity") is not None and a["identity"] == images[a["image_id"]]["identity"]}
     started = time.time()
-    with _client(models, url) as client:
+    with api_client(models, url) as client:
         detection, per_image = _detection(client, doc, root)
         landmarks = _landmarks(doc, per_image)
         verification = _verification(client, root, photos, boxes, pairs, seed)

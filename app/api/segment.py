@@ -1,0 +1,78 @@
+"""``POST /segment``: a class id for every pixel of a photo."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
+
+from app.api.deps import OffloadDep, SegmenterDep, SettingsDep
+from app.errors import InvalidRequest
+from app.imaging import decode_image
+from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentClass, SegmentResponse,
+                         SegmentTimings)
+from app.segmenter import Segmenter
+from app.vision.masks import class_pixels, encode_png, encode_rle, overlay_jpeg
+
+router = APIRouter(tags=["segmentation"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+IMAGE_RESPONSES = {200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {}},
+                         "description": "JSON (format=json), the mask as PNG (format=png), or the overlay as "
+                                        "JPEG (format=png with overlay=true)"}}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _run(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool
+         ) -> SegmentResponse | Response:
+    t0 = time.perf_counter()
+    image = decode_image(data, max_pixels)
+    decode_ms = (time.perf_counter() - t0) * 1000
+    result = segmenter.segment(image.rgb)
+    t1 = time.perf_counter()
+    meta = segmenter.meta
+    if fmt == "png":
+        if overlay:
+            return Response(overlay_jpeg(image.rgb, result.mask, meta.colors), media_type="image/jpeg")
+        return Response(encode_png(result.mask), media_type="image/png")
+    pixels = class_pixels(result.mask, segmenter.num_classes)
+    total = float(result.mask.size)
+    classes = [SegmentClass(class_id=c, label=meta.class_names[c], pixels=int(n), fraction=round(n / total, 6),
+                            rle=Rle(**encode_rle(result.mask == c)) if rle else None)
+               for c, n in enumerate(pixels) if n]
+    mask = EncodedImage(encoding="png", data=_b64(encode_png(result.mask)))
+    shown = EncodedImage(encoding="jpeg", data=_b64(overlay_jpeg(image.rgb, result.mask, meta.colors))) \
+        if overlay else None
+    times = result.times
+    return SegmentResponse(
+        model=ModelRef(name=meta.name, version=meta.version), image=ImageSize(width=image.width, height=image.height),
+        classes=classes, mask=mask, overlay=shown,
+        timings_ms=SegmentTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
+                                  inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3),
+                                  encode=round((time.perf_counter() - t1) * 1000, 3)))
+
+
+@router.post("/segment", response_model=SegmentResponse, responses={**ERRORS, **IMAGE_RESPONSES})
+async def segment(
+    segmenter: SegmenterDep,
+    settings: SettingsDep,
+    offload: OffloadDep,
+    image: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP or GIF")],
+    format: Annotated[Literal["json", "png"], Query(
+        description="json: classes and the mask as base64 PNG; png: the class-id mask itself")] = "json",
+    rle: Annotated[bool, Query(description="json only: add COCO RLE of each class present")] = False,
+    overlay: Annotated[bool, Query(description="a JPEG of the photo with the classes in their colours: a field "
+                                               "of the JSON, or the whole answer with format=png")] = False,
+) -> SegmentResponse | Response:
+    """Segment the photo; the mask has the original image's size (after EXIF orientation)."""
+    if rle and format != "json":
+        raise InvalidRequest("rle=true adds run-length encodings to the JSON answer; use it with format=json")
+    data = await image.read()
+    return await offload(_run, segmenter, data, settings.max_pixels, format, rle, overlay)
+

@@ -1,0 +1,207 @@
+"""A tiny real U-Net trained through its CLI on synthetic scenes (loss falls, resume), exported with
+its metadata (ONNX parity), then served: POST /segment in every format, its errors, and the dataset
+loaders for real data (VOC-style palette PNGs, COCO polygons and RLE)."""
+
+import base64
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from pycocotools import mask as mask_api
+
+from app.main import create_app
+from app.settings import Settings
+from app.vision.masks import IGNORE
+from tests.conftest import BUNDLED_MODELS, wait_ready
+from tests.images import png_bytes
+from training.segment.__main__ import main as segment_cli
+from training.segment.data import load_segmentation, paint_coco, read_mask
+from training.segment.model import UNet, UNetConfig
+from training.segment.train import load_segmenter, predict_mask
+from training.synth.scenes import SceneConfig, write_scenes
+
+SMALL = SceneConfig(min_side=64, max_side=112, max_objects=4, min_object_size=12.0, max_distractors=2)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    write_scenes(root / "train", 24, 1, SMALL, workers=1)
+    write_scenes(root / "val", 4, 2, SMALL, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(scenes):
+    out = scenes / "run"
+    args = ["train", "--data", str(scenes / "train"), "--val", str(scenes / "val"), "--out", str(out),
+            "--batch", "4", "--input-size", "64", "--width", "16", "--depth", "2", "--workers", "0", "--lr", "1e-2"]
+    assert segment_cli([*args, "--epochs", "3"]) == 0
+    assert segment_cli([*args, "--epochs", "4", "--resume"]) == 0     # one more epoch from last.pt
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(run, tmp_path_factory):
+    models = tmp_path_factory.mktemp("seg-models")
+    assert segment_cli(["export", "--checkpoint", str(run / "best.pt"), "--out", str(models / "segmenter.onnx")]) == 0
+    with TestClient(create_app(Settings(models_dir=models, data_dir=models / "data"))) as client:
+        wait_ready(client)
+        yield client, models
+
+
+def test_unet_shapes_and_skip_connections():
+    model = UNet(UNetConfig(num_classes=5, input_size=64, width=16, depth=3))
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5, 64, 64)
+    assert [m.stride for m in model.up] == [(2, 2)] * 3                      # stride-2 transpose convolutions
+    assert [f[0].in_channels for f in model.fuse] == [128, 64, 32]          # up-sampled + skip, concatenated
+    half = UNet(UNetConfig(num_classes=5, input_size=64, width=16, depth=3, output_stride=2))
+    assert half(torch.zeros(1, 3, 64, 64)).shape == (1, 5, 32, 32)
+    with pytest.raises(ValueError, match="multiple of"):
+        UNet(UNetConfig(num_classes=2, input_size=60, depth=3))
+
+
+def test_training_loss_falls_and_resumes(run):
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert 0.0 <= history[-1]["val_miou"] <= 1.0
+    assert (run / "curves.png").stat().st_size > 0 and (run / "best.pt").exists()
+
+
+def test_export_metadata(served):
+    _, models = served
+    from training.onnx_export import file_metadata
+
+    meta = file_metadata(models / "segmenter.onnx")
+    assert meta["task"] == "segmentation" and meta["class_names"] == ["background", "pedestrian", "car", "motorcycle"]
+    assert len(meta["colors"]) == 4 and meta["colors"][0] == [0, 0, 0] and meta["input_size"] == 64
+    assert meta["normalization"]["mean"] and meta["output_stride"] == 1
+    assert 1 <= meta["training"]["best_epoch"] == meta["training"]["epochs"] <= 4    # best.pt: its epoch's history
+
+
+def _post(client, data: bytes, **params):
+    return client.post("/segment", files={"image": ("x.png", data, "image/png")}, params=params)
+
+
+def test_segment_json_png_rle_and_overlay(served, scenes, run):
+    client, _ = served
+    path = sorted((scenes / "val" / "images").iterdir())[0]
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    h, w = image.shape[:2]
+    r = _post(client, path.read_bytes(), rle="true", overlay="true")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": w, "height": h} and body["model"]["name"] == "segmenter"
+    mask = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask"]["data"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert body["mask"]["encoding"] == "png" and mask.shape == (h, w)       # the original resolution
+    classes = body["classes"]
+    assert sum(c["pixels"] for c in classes) == h * w and sum(c["fraction"] for c in classes) == pytest.approx(1, abs=1e-4)
+    for c in classes:
+        assert c["pixels"] == int((mask == c["class_id"]).sum()) > 0
+        rle = {"size": c["rle"]["size"], "counts": c["rle"]["counts"].encode()}
+        np.testing.assert_array_equal(mask_api.decode(rle), mask == c["class_id"])
+    shown = cv2.imdecode(np.frombuffer(base64.b64decode(body["overlay"]["data"]), np.uint8), cv2.IMREAD_COLOR)
+    assert body["overlay"]["encoding"] == "jpeg" and shown.shape == (h, w, 3)
+    # the same mask as the PyTorch model through the same post-processing
+    expected = predict_mask(load_segmenter(run / "best.pt")[0], image)
+    assert (expected == mask).mean() > 0.999
+    # format=png: the mask itself
+    r = _post(client, path.read_bytes(), format="png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED), mask)
+    r = _post(client, path.read_bytes(), format="png", overlay="true")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert _post(client, path.read_bytes()).json()["classes"][0]["rle"] is None   # only with rle=true
+
+
+def test_segment_keeps_odd_sizes_and_grey_images(served):
+    client, _ = served
+    for shape in [(1, 1, 3), (7, 300, 3), (301, 5, 3)]:
+        r = _post(client, png_bytes(np.full(shape, 90, np.uint8)))
+        assert r.status_code == 200, r.text
+        assert r.json()["image"] == {"width": shape[1], "height": shape[0]}
+        assert sum(c["pixels"] for c in r.json()["classes"]) == shape[0] * shape[1]
+
+
+def test_segment_errors_in_the_one_shape(served):
+    client, _ = served
+    good = png_bytes(np.zeros((20, 20, 3), np.uint8))
+    for r, status, code in [(_post(client, b"not an image"), 400, None),
+                            (_post(client, good, format="gif"), 422, "invalid_request"),
+                            (_post(client, good, format="png", rle="true"), 422, "invalid_request"),
+                            (client.post("/segment"), 422, "invalid_request")]:
+        assert r.status_code == status, r.text
+        assert set(r.json()) == {"error"} and r.json()["error"]["message"]
+        if code:
+            assert r.json()["error"]["code"] == code
+
+
+def test_models_lists_the_segmenter(served):
+    client, _ = served
+    models = client.get("/models").json()["models"]
+    assert [m["task"] for m in models] == ["segmentation"] and models[0]["metadata"]["colors"]
+
+
+def test_no_segmenter_installed_is_503(tmp_path):
+    (tmp_path / "models").mkdir()
+    shutil.copy(BUNDLED_MODELS / "detector.onnx", tmp_path / "models")
+    with TestClient(create_app(Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data"))) as client:
+        wait_ready(client)
+        r = _post(client, png_bytes(np.zeros((8, 8, 3), np.uint8)))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_available"
+
+
+def test_eval_through_the_api(served, scenes, tmp_path):
+    _, models = served
+    out = tmp_path / "metrics.json"
+    assert segment_cli(["eval", "--data", str(scenes / "val"), "--model", str(models / "segmenter.onnx"),
+                        "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == 4 and 0.0 <= metrics["miou"] <= 1.0 and set(metrics["iou"]) >= {"background"}
+
+
+def test_voc_style_folder_with_palette_masks(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "classes.txt").write_text("background\ncat\ndog\n")
+    mask = np.zeros((10, 12), np.uint8)
+    mask[2:5, 3:9], mask[6:, :4], mask[0, 0] = 1, 2, IGNORE        # VOC marks borders with 255
+    img = Image.fromarray(mask, mode="P")
+    img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+    img.save(tmp_path / "masks" / "a.png")
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((10, 12, 3), np.uint8))
+    data = load_segmentation(tmp_path)
+    assert data.class_names == ["background", "cat", "dog"]
+    _, got = data.read(0)
+    np.testing.assert_array_equal(got, mask)                        # palette indices, not colours
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="grey or palette"):
+        read_mask(tmp_path / "rgb.png")
+
+
+def test_coco_polygons_rle_and_crowd(tmp_path):
+    h, w = 20, 30
+    square = np.zeros((h, w), np.uint8)
+    square[10:15, 20:25] = 1
+    rle = mask_api.encode(np.asfortranarray(square))
+    rle["counts"] = rle["counts"].decode()
+    anns = ({"segmentation": [[2, 2, 10, 2, 10, 8, 2, 8]], "_class": 1},        # polygon: a rectangle
+            {"segmentation": rle, "_class": 2},                               # compressed RLE
+            {"segmentation": [[0, 16, 4, 16, 4, 20, 0, 20]], "_class": 1, "iscrowd": 1})
+    mask = paint_coco(anns, h, w)
+    assert mask[5, 5] == 1 and mask[12, 22] == 2 and mask[18, 2] == IGNORE and mask[0, 29] == 0
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": w, "height": h}],
+           "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "segmentation": [[2, 2, 10, 2, 10, 8, 2, 8]]}]}
+    (tmp_path / "ann.json").write_text(json.dumps(doc))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((h, w, 3), np.uint8))
+    data = load_segmentation(tmp_path / "ann.json")
+    assert data.class_names == ["background", "dog", "cat"]         # categories ranked by id
+    _, got = data.read(0)
+    assert got[5, 5] == 2 and got[0, 0] == 0

@@ -1,0 +1,93 @@
+"""``python -m training.segment train|eval|export``: the U-Net's command line.
+
+  train   train on a segmentation set (a folder of images/ and class-id masks/, or a COCO json with
+          polygon/RLE segmentations), validating mIoU each epoch (run dir: checkpoints, curves, history)
+  export  write a checkpoint to ONNX with its metadata and check ONNX Runtime against PyTorch
+  eval    mIoU and per-class IoU of a checkpoint, an ONNX file (served in-process through POST /segment)
+          or a running server, at the images' original resolution
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.segment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a U-Net")
+    p.add_argument("--data", type=Path, required=True, help="training set: a folder with images/ and masks/, or COCO json")
+    p.add_argument("--val", type=Path, required=True, help="validation set, same classes")
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice loss beside cross-entropy")
+    p.add_argument("--input-size", type=int, default=256, help="letterboxed input side (multiple of 2^depth)")
+    p.add_argument("--width", type=int, default=16, help="channels of the first level")
+    p.add_argument("--depth", type=int, default=4, help="downsamplings in the contracting path")
+    p.add_argument("--output-stride", type=int, choices=[1, 2], default=1,
+                   help="2: the U runs at half resolution and the logits are upsampled bilinearly")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: bfloat16 autocast; auto: bf16 where the CPU has it natively")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default="segmenter")
+    p.add_argument("--version", default="1.0.0")
+    p = sub.add_parser("eval", help="mIoU of a checkpoint, an ONNX model, or a server")
+    p.add_argument("--data", type=Path, required=True, help="segmentation set to score on (held out)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a training checkpoint (PyTorch)")
+    src.add_argument("--model", type=Path, help="an ONNX file, served in-process through POST /segment")
+    src.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="write the metrics here as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from training.segment.train import SegmentTrainOptions, train_segmenter
+
+        opts = SegmentTrainOptions(**{k: v for k, v in vars(args).items() if k != "command"})
+        result = train_segmenter(opts)
+        print(f"best validation mIoU {result['best_val_miou']:.4f}; checkpoints in {args.out}")
+        return 0
+    if args.command == "export":
+        from training.segment.export import export_segmenter
+
+        path, diff = export_segmenter(args.checkpoint, args.out, args.name, args.version)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
+        return 0 if diff <= 1e-4 else 1
+    if args.checkpoint:
+        from training.segment.data import load_segmentation
+        from training.segment.train import evaluate_model, load_segmenter
+
+        data = load_segmentation(args.data)
+        if args.limit:
+            data.samples = data.samples[:args.limit]
+        metrics = evaluate_model(load_segmenter(args.checkpoint)[0], data)
+    else:
+        from training.segment.heldout import evaluate_segmenter
+
+        metrics = evaluate_segmenter(args.data, models=args.model, url=args.url, limit=args.limit)
+    print(json.dumps(metrics, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Segmentation datasets and the torch Dataset that augments and letterboxes them.
+
+Three sources, one shape: a list of samples, each an image and its ``HxW uint8`` class-id mask
+(0 = background, ``IGNORE`` = 255 = left out of the loss and the metrics), and the class names
+(index = class id, ``class_names[0]`` the background).
+
+- a folder of images with class-id PNG masks, VOC style: ``DIR/images/<stem>.<ext>`` and
+  ``DIR/masks/<stem>.png`` (8-bit grey or palette PNGs, whose indices are the class ids); class names
+  from ``DIR/classes.txt`` (one per line, the background first), or from ``DIR/annotations.json``'s
+  categories (what ``python -m training.synth scenes`` writes: category ``k`` is mask value ``k``);
+- a COCO json with polygon or RLE ``segmentation``s: each image's annotations are painted in file
+  order (a later one covers an earlier), class id = 1 + the category's rank by id; crowd regions are
+  ``IGNORE``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.vision.letterbox import letterbox, to_tensor
+from app.vision.masks import IGNORE, letterbox_mask
+from training.augment import augment_segmentation
+from training.detect.data import IMAGE_SUFFIXES, images_root, read_rgb
+
+NORM_MEAN, NORM_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # of x / 255 (ImageNet's)
+
+
+@dataclass(frozen=True)
+class SegSample:
+    image: Path
+    mask: Path | None = None                          # a class-id PNG, or
+    annotations: tuple[dict, ...] = field(default=())  # COCO annotations to paint
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class SegmentationData:
+    samples: list[SegSample]
+    class_names: list[str]
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i`` as ``(HxWx3 uint8 RGB, HxW uint8 class ids)``."""
+        s = self.samples[i]
+        image = read_rgb(s.image)
+        mask = read_mask(s.mask) if s.mask is not None else paint_coco(s.annotations, image.shape[0], image.shape[1])
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"{s.mask or s.image}: mask {mask.shape} and image {image.shape[:2]} differ in size")
+        return image, mask
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A class-id PNG: grey values or palette indices, as stored (never converted to colours)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode not in ("L", "P", "I;16", "I"):
+            raise ValueError(f"{path}: a class-id mask must be a grey or palette PNG, not {img.mode}")
+        mask = np.asarray(img)
+    if mask.max(initial=0) > 255:
+        raise ValueError(f"{path}: class ids above 255")
+    return mask.astype(np.uint8)
+
+
+def paint_coco(annotations: tuple[dict, ...], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygon or RLE segmentations (``_class`` already set on each) into class ids."""
+    from pycocotools import mask as mask_api
+
+    mask = np.zeros((height, width), np.uint8)
+    for ann in annotations:
+        seg = ann["segmentation"]
+        if isinstance(seg, list):                       # polygons
+            rle = mask_api.merge(mask_api.frPyObjects(seg, height, width))
+        elif isinstance(seg.get("counts"), list):      # uncompressed RLE
+            rle = mask_api.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        mask[mask_api.decode(rle).astype(bool)] = IGNORE if ann.get("iscrowd") else ann["_class"]
+    return mask
+
+
+def _category_names(doc: dict) -> list[str]:
+    return ["background", *[c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]]
+
+
+def load_folder(root: Path) -> SegmentationData:
+    root = Path(root)
+    if (root / "classes.txt").exists():
+        names = [n.strip() for n in (root / "classes.txt").read_text().splitlines() if n.strip()]
+    elif (root / "annotations.json").exists():
+        doc = json.loads((root / "annotations.json").read_text())
+        cats = sorted(doc["categories"], key=lambda c: c["id"])
+        if [c["id"] for c in cats] != list(range(1, len(cats) + 1)):
+            raise ValueError(f"{root}/annotations.json: category ids must be 1..N to be mask values")
+        names = _category_names(doc)
+    else:
+        raise FileNotFoundError(f"{root}: no classes.txt (class names, background first) or annotations.json")
+    samples = []
+    for path in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        mask = root / "masks" / f"{path.stem}.png"
+        if not mask.exists():
+            raise FileNotFoundError(f"{path}: no mask {mask}")
+        samples.append(SegSample(path, mask))
+    if not samples:
+        raise FileNotFoundError(f"{root}/images holds no images")
+    return SegmentationData(samples, names)
+
+
+def load_coco_segmentation(json_path: Path, images_dir: Path | None = None) -> SegmentationData:
+    json_path = Path(json_path)
+    images_dir = Path(images_dir or images_root(json_path))
+    doc = json.loads(json_path.read_text())
+    class_of = {c["id"]: k + 1 for k, c in enumerate(sorted(doc["categories"], key=lambda c: c["id"]))}
+    per_image: dict[int, list[dict]] = {}
+    for ann in doc.get("annotations", []):
+        if ann.get("segmentation"):
+            per_image.setdefault(ann["image_id"], []).append({**ann, "_class": class_of[ann["category_id"]]})
+    samples = [SegSample(images_dir / img["file_name"], None, tuple(per_image.get(img["id"], ())),
+                         img["width"], img["height"]) for img in doc["images"]]
+    return SegmentationData(samples, _category_names(doc))
+
+
+def load_segmentation(path: Path) -> SegmentationData:
+    """A folder with ``images/`` and ``masks/`` (VOC style or synthetic scenes), or a COCO json."""
+    path = Path(path)
+    if path.is_file():
+        return load_coco_segmentation(path)
+    if (path / "masks").is_dir():
+        return load_folder(path)
+    if (path / "annotations.json").exists():
+        return load_coco_segmentation(path / "annotations.json")
+    raise FileNotFoundError(f"{path}: neither a folder with images/ and masks/ nor a COCO json")
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Yields ``(image (3, S, S) float32, mask (S, S) int64)``: augmented (random crop, mirror, colour)
+    when ``augment``, then letterboxed as served, the padding ``IGNORE``."""
+
+    def __init__(self, data: SegmentationData, input_size: int, augment: bool, seed: int = 0) -> None:
+        self.data, self.size, self.augment, self.seed = data, input_size, augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.data.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.data.read(i)
+        if self.augment:
+            image, mask = augment_segmentation(np.random.default_rng([self.seed, self.epoch, i]), image, mask)
+        canvas, _ = letterbox(image, self.size)
+        target, _ = letterbox_mask(mask, self.size)
+        return torch.from_numpy(to_tensor(canvas[None], NORM_MEAN, NORM_STD)[0]), torch.from_numpy(target.astype(np.int64))
