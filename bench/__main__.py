@@ -18,6 +18,7 @@ from bench.gallery_search import DEFAULT_RUNS as GALLERY_RUNS
 from bench.gallery_search import QUICK_RUNS as GALLERY_QUICK_RUNS
 from bench.gallery_search import bench_gallery_search
 from bench.faces_http import bench_faces
+from bench.segment_http import bench_segment
 from bench.http_load import bench_level, server_provider
 from bench.images import HEIGHT, QUALITY, WIDTH, make_jpegs
 from bench.inference import bench_raw
@@ -45,12 +46,14 @@ class Profile:
     face_identities: int = 40
     face_photos: int = 4          # per identity: one enrolled, the others identified
     face_clients: tuple[int, ...] = (1, 4)
+    segment_requests: int = 40    # per answer format, after 3 untimed
 
 
 DEFAULT = Profile("default")
 QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
                 http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
-                gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,))
+                gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
+                segment_requests=2)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -77,8 +80,10 @@ def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
         provider = server_provider(server)
         faces = (bench_faces(server, p.face_identities, p.face_photos, p.face_clients)
                  if (model.parent / "embedder.onnx").is_file() else None)
+        segment = (bench_segment(server, jpegs, p.segment_requests, 3)
+                   if (model.parent / "segmenter.onnx").is_file() else None)
     return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels,
-            "faces": faces}
+            "faces": faces, "segment": segment}
 
 
 def _ratios(r: dict) -> dict:

@@ -125,10 +125,21 @@ def faces_table(r: dict) -> Table:
     return Table("7. Faces over HTTP", ["request", "clients", "ok", "p50 ms", "p99 ms", "requests/s"], rows, note)
 
 
+def segment_table(r: dict) -> Table:
+    s = r["http"]["segment"]
+    rows = [[x["format"], str(x["latency"]["n"]), _f(x["latency"]["median_ms"]), _f(x["latency"]["p99_ms"]),
+             _f(x["bytes_mean"] / 1000, 1), _f(x["bytes_max"] / 1000, 1)] for x in s["formats"]]
+    note = (f"one client, {s['requests']} requests per format after 3 untimed, 640x480 JPEGs of synthetic scenes; "
+            "the mask is at the photo's resolution. Same uvicorn server as section 3.")
+    return Table("8. HTTP `POST /segment`: latency and response size per format",
+                 ["format", "requests", "p50 ms", "p99 ms", "response kB (mean)", "response kB (max)"], rows, note)
+
+
 def tables(r: dict) -> list[Table]:
     gallery = [gallery_table(r)] if "gallery" in r else []  # results recorded before section 6 existed
     faces = [faces_table(r)] if r.get("http", {}).get("faces") else []
-    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery, *faces]
+    segment = [segment_table(r)] if r.get("http", {}).get("segment") else []
+    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery, *faces, *segment]
 
 
 def markdown_table(t: Table) -> str:

@@ -1,7 +1,8 @@
 """``make models``: rebuild the bundled models from scratch on synthetic data, then score them on
 held-out data through the HTTP API and write their model cards next to them.
 
-Seeds: training scenes 1, validation scenes 2, held-out test scenes 3 (never trained or tuned on).
+Seeds: training scenes 1, validation scenes 2, held-out test scenes 3 (never trained or tuned on);
+the detector and the segmenter train on the same scenes (boxes and masks of the same objects).
 """
 
 from __future__ import annotations
@@ -48,6 +49,37 @@ def build_detector(work: Path, models: Path, train_count: int, val_count: int, e
     print(f"exported {path}; ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
     tune_input_size(path, val_dir)  # the serving size, chosen on validation scenes; recorded in the file
     return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff}
+
+
+# The bundled segmenter's recipe (U-Net; see training/segment/model.py).
+SEGMENTER_RECIPE = {"input_size": 256, "width": 16, "depth": 4, "output_stride": 1, "batch": 8, "lr": 3e-3}
+SEGMENTER_HELDOUT = 300   # held-out scenes scored through POST /segment (the first of the held-out seed's)
+
+
+def build_segmenter(work: Path, models: Path, train_count: int, val_count: int, epochs: int,
+                    images: int | None) -> dict:
+    """Train the U-Net on the training scenes' masks (the first ``images`` of them), export it."""
+    from training.segment.export import export_segmenter
+    from training.segment.train import SegmentTrainOptions, train_segmenter
+
+    train_dir = _scenes(work / "scenes-train", train_count, TRAIN_SEED)
+    val_dir = _scenes(work / "scenes-val", val_count, VAL_SEED)
+    started = time.time()
+    train_segmenter(SegmentTrainOptions(data=train_dir, val=val_dir, out=work / "segmenter-run", epochs=epochs,
+                                        limit=images, resume=True, **SEGMENTER_RECIPE))
+    train_seconds = time.time() - started
+    path, diff = export_segmenter(work / "segmenter-run" / "best.pt", models / "segmenter.onnx")
+    print(f"exported {path}; ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
+    return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff}
+
+
+def heldout_segmenter(work: Path, models: Path, count: int) -> dict:
+    from training.segment.heldout import evaluate_segmenter
+
+    heldout_dir = _scenes(work / "scenes-heldout", count, HELDOUT_SEED)
+    metrics = evaluate_segmenter(heldout_dir, models=models, limit=min(count, SEGMENTER_HELDOUT))
+    print(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def heldout_detector(work: Path, models: Path, count: int) -> dict:
@@ -106,16 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-scenes", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=13)
     parser.add_argument("--heldout-only", action="store_true", help="only score the models already in --out")
-    parser.add_argument("--tasks", default="detection,faces",
-                        help="comma-separated: detection, faces (faces start from the detector's checkpoint)")
+    parser.add_argument("--tasks", default="detection,faces,segmentation",
+                        help="comma-separated: detection, faces (faces start from the detector's checkpoint), "
+                             "segmentation")
+    seg = parser.add_argument_group("segmentation")
+    seg.add_argument("--segment-epochs", type=int, default=12)
+    seg.add_argument("--segment-images", type=int, default=None, help="train on the first N training scenes")
     faces = parser.add_argument_group("faces")
     defaults = FaceBuild()
     for field in defaults.__dataclass_fields__:
         faces.add_argument(f"--faces-{field.replace('_', '-')}", type=int, default=getattr(defaults, field))
     args = parser.parse_args(argv)
     tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
-    if not tasks or tasks - {"detection", "faces"}:
-        parser.error("--tasks takes detection and/or faces")
+    if not tasks or tasks - {"detection", "faces", "segmentation"}:
+        parser.error("--tasks takes detection, faces and/or segmentation")
     args.out.mkdir(parents=True, exist_ok=True)
     if "detection" in tasks:
         extra = {} if args.heldout_only else build_detector(args.work, args.out, args.train_scenes,
@@ -132,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             extra = build_faces(args.work, args.out, cfg, args.work / "detector-run" / "best.pt")
         print(f"card: {write_faces_card(args.out, heldout_faces(args.work, args.out, cfg), extra)}")
+    if "segmentation" in tasks:
+        extra = {} if args.heldout_only else build_segmenter(args.work, args.out, args.train_scenes, args.val_scenes,
+                                                             args.segment_epochs, args.segment_images)
+        metrics = heldout_segmenter(args.work, args.out, args.heldout_scenes)
+        print(f"card: {write_card(args.out, 'segmenter', metrics, extra)}")
     return 0
 
 
