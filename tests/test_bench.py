@@ -30,6 +30,11 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
     assert all(x["same_set"] for x in r["nms"]), r["nms"]
     assert "### 5. Per-class NMS" in md.read_text()
     assert "HTTP at 2 clients / raw batch 8" in capsys.readouterr().out
+    if (ROOT / "models" / "segmenter.onnx").is_file():
+        formats = r["http"]["segment"]["formats"]
+        assert [f["params"].get("format", "json") for f in formats] == ["json", "json", "png", "png"]
+        assert all(f["latency"]["n"] == 2 and f["bytes_mean"] > 0 for f in formats)
+        assert "### 8. HTTP `POST /segment`" in md.read_text()
 
 
 def test_server_is_gone_after_the_bench(tmp_path):

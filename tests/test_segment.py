@@ -205,3 +205,32 @@ def test_coco_polygons_rle_and_crowd(tmp_path):
     assert data.class_names == ["background", "dog", "cat"]         # categories ranked by id
     _, got = data.read(0)
     assert got[5, 5] == 2 and got[0, 0] == 0
+
+
+def test_training_windows_cover_the_content_at_the_serving_scale(scenes):
+    """--crop: windows of the letterboxed input, inside the image's content where it is large enough,
+    covering all of it where it is not; the mask cut with the image."""
+    from training.segment.data import SegmentationDataset
+
+    data = load_segmentation(scenes / "train")
+    whole = SegmentationDataset(data, 128, augment=False)
+    cropped = SegmentationDataset(data, 128, augment=False, crop=64)
+    for i in range(6):
+        image, mask = cropped[i]
+        assert image.shape == (3, 64, 64) and mask.shape == (64, 64)
+        full_image, full_mask = whole[i]
+        # the window is somewhere in the full input: find it by its mask and pixels
+        hits = [(y, x) for y in range(65) for x in range(65)
+                if torch.equal(full_mask[y:y + 64, x:x + 64], mask) and torch.equal(full_image[:, y:y + 64, x:x + 64], image)]
+        assert hits
+        y, x = hits[0]
+        content = (full_mask != IGNORE).nonzero()
+        top, left = content.min(0).values.tolist()
+        bottom, right = (content.max(0).values + 1).tolist()
+        for lo, hi, start in ((top, bottom, y), (left, right, x)):
+            if hi - lo >= 64:
+                assert lo <= start and start + 64 <= hi          # inside the content
+            else:
+                assert start <= lo and hi <= start + 64          # covering all of it
+    with pytest.raises(ValueError, match="larger than the input"):
+        SegmentationDataset(data, 64, augment=False, crop=128)

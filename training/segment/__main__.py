@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice loss beside cross-entropy")
     p.add_argument("--input-size", type=int, default=256, help="letterboxed input side (multiple of 2^depth)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="train on random CROP x CROP windows of the letterboxed input (served whole)")
     p.add_argument("--width", type=int, default=16, help="channels of the first level")
     p.add_argument("--depth", type=int, default=4, help="downsamplings in the contracting path")
     p.add_argument("--output-stride", type=int, choices=[1, 2], default=1,

@@ -137,12 +137,25 @@ def load_segmentation(path: Path) -> SegmentationData:
     raise FileNotFoundError(f"{path}: neither a folder with images/ and masks/ nor a COCO json")
 
 
-class SegmentationDataset(torch.utils.data.Dataset):
-    """Yields ``(image (3, S, S) float32, mask (S, S) int64)``: augmented (random crop, mirror, colour)
-    when ``augment``, then letterboxed as served, the padding ``IGNORE``."""
+def _window_start(rng: np.random.Generator, lo: int, hi: int, crop: int, size: int) -> int:
+    """Where a ``crop``-long window starts on an axis of ``size`` whose content spans ``[lo, hi)``:
+    anywhere inside the content when it is longer than the window, else anywhere covering all of it."""
+    if hi - lo >= crop:
+        return int(rng.integers(lo, hi - crop + 1))
+    return int(np.clip(rng.integers(hi - crop, lo + 1), 0, size - crop))
 
-    def __init__(self, data: SegmentationData, input_size: int, augment: bool, seed: int = 0) -> None:
-        self.data, self.size, self.augment, self.seed = data, input_size, augment, seed
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Yields ``(image (3, s, s) float32, mask (s, s) int64)``: augmented (random crop, mirror, colour)
+    when ``augment``, then letterboxed at ``input_size`` as served (the padding ``IGNORE``), then, with
+    ``crop``, a random ``crop x crop`` window of that input over the image's content: the network
+    is fully convolutional, so it trains on windows at the serving scale and serves the whole input."""
+
+    def __init__(self, data: SegmentationData, input_size: int, augment: bool, seed: int = 0,
+                 crop: int | None = None) -> None:
+        if crop and crop > input_size:
+            raise ValueError(f"crop {crop} is larger than the input {input_size}")
+        self.data, self.size, self.augment, self.seed, self.crop = data, input_size, augment, seed, crop
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -150,8 +163,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.data.read(i)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.augment:
-            image, mask = augment_segmentation(np.random.default_rng([self.seed, self.epoch, i]), image, mask)
-        canvas, _ = letterbox(image, self.size)
+            image, mask = augment_segmentation(rng, image, mask)
+        canvas, geo = letterbox(image, self.size)
         target, _ = letterbox_mask(mask, self.size)
+        if self.crop and self.crop < self.size:
+            x1, y1, x2, y2 = geo.content
+            sx = _window_start(rng, x1, x2, self.crop, self.size)
+            sy = _window_start(rng, y1, y2, self.crop, self.size)
+            canvas = canvas[sy:sy + self.crop, sx:sx + self.crop]
+            target = target[sy:sy + self.crop, sx:sx + self.crop]
         return torch.from_numpy(to_tensor(canvas[None], NORM_MEAN, NORM_STD)[0]), torch.from_numpy(target.astype(np.int64))

@@ -37,6 +37,7 @@ class SegmentTrainOptions:
     weight_decay: float = 1e-4
     dice_weight: float = 1.0
     input_size: int = 256
+    crop: int | None = None    # train on crop x crop windows of the letterboxed input (None: all of it)
     width: int = 16
     depth: int = 4
     output_stride: int = 1
@@ -100,7 +101,7 @@ def train_segmenter(opts: SegmentTrainOptions) -> dict:
     ema = EMA(model, decay=0.999)
     opt = torch.optim.AdamW(_param_groups(model, opts.weight_decay), lr=opts.lr)
     precision = resolve(opts.precision)
-    train_set = SegmentationDataset(train_data, model.cfg.input_size, augment=True, seed=opts.seed)
+    train_set = SegmentationDataset(train_data, model.cfg.input_size, augment=True, seed=opts.seed, crop=opts.crop)
     steps_per_epoch = max(1, len(train_set) // opts.batch)
     total_steps, warmup = opts.epochs * steps_per_epoch, min(200, steps_per_epoch)
     history, start_epoch, best = [], 0, -1.0
