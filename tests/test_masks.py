@@ -135,3 +135,15 @@ def test_augmentation_moves_the_mask_with_the_image(seed, monkeypatch):
     np.testing.assert_array_equal(out[..., 0], out_mask * 60)
     # and the mask is the original's at the positions the pixels came from
     np.testing.assert_array_equal(mask[out[..., 2] // 4, out[..., 1] // 3], out_mask)
+
+
+def test_reading_back_in_bands_equals_one_pass(monkeypatch):
+    """Bands of rows (bounded memory) give exactly the mask of a single pass over the photo."""
+    import app.vision.masks as masks
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(4, 32, 32)).astype(np.float32)
+    geo = letterbox_geometry(203, 157, 64)
+    whole = logits_to_mask(logits, geo, stride=2)
+    monkeypatch.setattr(masks, "BAND_PIXELS", 203 * 7)    # 7 rows per band, the last one short
+    np.testing.assert_array_equal(logits_to_mask(logits, geo, stride=2), whole)

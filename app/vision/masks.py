@@ -37,20 +37,30 @@ def _to_original(geo: Letterbox, stride: int) -> np.ndarray:
                      [0.0, k, (0.5 * geo.scale + geo.pad_y) / stride - 0.5]], dtype=np.float64)
 
 
+BAND_PIXELS = 1 << 20   # original pixels read back per band: bounds the float scratch memory of a request
+
+
 def logits_to_mask(logits: np.ndarray, geo: Letterbox, stride: int = 1) -> np.ndarray:
     """``(C, h, w)`` logits over the letterboxed input → ``(H, W) uint8`` class ids at the original
     resolution. Each original pixel reads the logits bilinearly at its own centre, so the padding never
-    reaches the mask and boundaries stay as smooth as the model drew them."""
+    reaches the mask and boundaries stay as smooth as the model drew them. Bands of rows are read one
+    at a time, so a 40-megapixel photo needs a few MB of scratch, not a float plane of its own size."""
     matrix = _to_original(geo, stride)
-    size = (geo.width, geo.height)
-    best = np.full((geo.height, geo.width), -np.inf, dtype=np.float32)
+    planes = [np.ascontiguousarray(p, dtype=np.float32) for p in logits]
     mask = np.zeros((geo.height, geo.width), dtype=np.uint8)
-    for c in range(len(logits)):    # one plane at a time: warpAffine takes at most 4 channels
-        plane = cv2.warpAffine(np.ascontiguousarray(logits[c], dtype=np.float32), matrix, size,
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        better = plane > best
-        best[better] = plane[better]
-        mask[better] = c
+    rows = max(1, BAND_PIXELS // max(1, geo.width))
+    for top in range(0, geo.height, rows):
+        band = matrix.copy()
+        band[:, 2] += matrix[:, 1] * top          # the band's row 0 is the photo's row ``top``
+        size = (geo.width, min(rows, geo.height - top))
+        best = np.full(size[::-1], -np.inf, dtype=np.float32)
+        out = mask[top:top + size[1]]
+        for c, plane in enumerate(planes):     # one plane at a time: warpAffine takes at most 4 channels
+            read = cv2.warpAffine(plane, band, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            better = read > best
+            best[better] = read[better]
+            out[better] = c
     return mask
 
 
@@ -104,14 +114,14 @@ def overlay_jpeg(image: np.ndarray, mask: np.ndarray, colors: list[tuple[int, in
                  quality: int = 85) -> bytes:
     """The ``HxWx3 uint8 RGB`` photo with every non-background class painted in its RGB colour at
     ``alpha``, and class outlines drawn solid; JPEG bytes."""
-    palette = np.asarray(colors, dtype=np.float32)
-    painted = image.astype(np.float32)
+    palette = np.asarray(colors, dtype=np.uint8)
+    colour = palette[mask]                                     # (H, W, 3) uint8, no float copy of the photo
+    out = cv2.addWeighted(image, 1 - alpha, colour, alpha, 0.0)
     fg = mask > 0
-    painted[fg] = (1 - alpha) * painted[fg] + alpha * palette[mask[fg]]
-    out = painted.astype(np.uint8)
+    np.copyto(out, image, where=~fg[..., None])                # the background keeps the photo
     edges = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     edges &= fg
-    out[edges] = palette[mask[edges]].astype(np.uint8)
+    out[edges] = colour[edges]
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
