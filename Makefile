@@ -34,7 +34,7 @@ test: $(VENV)/.train
 models: $(VENV)/.train
 	$(BIN)/python -m training.build_models --out models
 
-# Score the bundled detector on held-out scenes through the HTTP API.
+# Score the bundled models on held-out data through the HTTP API.
 heldout: $(VENV)/.train
 	$(BIN)/python -m training.build_models --out models --heldout-only
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -100,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.detect.heldout import evaluate
 
         metrics = evaluate(args.data, checkpoint=args.checkpoint, model=args.model, url=args.url, limit=args.limit)
-        print(json.dumps(metrics, indent=2))
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(metrics, indent=2))
+        from training.reports import print_and_write
+
+        print_and_write(metrics, args.out)
     return 0
 
 

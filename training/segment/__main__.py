@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -84,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.segment.heldout import evaluate_segmenter
 
         metrics = evaluate_segmenter(args.data, models=args.model, url=args.url, limit=args.limit)
-    print(json.dumps(metrics, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(metrics, indent=2))
+    from training.reports import print_and_write
+
+    print_and_write(metrics, args.out)
     return 0
 
 
