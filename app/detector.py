@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from app.runtime import ModelLoadError, create_session, read_metadata
+from app.runtime import ModelLoadError, create_session, parse_metadata, read_metadata
 from app.settings import Settings
 from app.vision.anchors import anchor_grid
 from app.vision.letterbox import Letterbox, letterbox, to_tensor
@@ -76,11 +76,7 @@ class ObjectDetector:
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path) -> ObjectDetector:
-        try:
-            meta = DetectorMeta.model_validate(raw)
-        except ValidationError as exc:
-            raise ModelLoadError(f"{path.name}: its metadata does not describe a detector: {exc}") from exc
-        det = cls(session, meta, path)
+        det = cls(session, parse_metadata(DetectorMeta, raw, path, "a detector"), path)
         det.raw_metadata = raw
         det._check_layout()
         return det

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from app.detector import DetectParams, Normalization, ObjectDetector
-from app.runtime import ModelLoadError
+from app.runtime import ModelLoadError, parse_metadata
 from app.vision.align import (align_face, crop_box, embed_with_mirror, invert_affine, read_with_mirror,
                               transform_points, unit)
 from app.vision.letterbox import to_tensor
@@ -81,10 +81,7 @@ class _OnnxModel(ABC):
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path):
-        try:
-            meta = cls.meta_class.model_validate(raw)
-        except ValidationError as exc:
-            raise ModelLoadError(f"{path.name}: its metadata does not describe a {raw.get('task')} model: {exc}") from exc
+        meta = parse_metadata(cls.meta_class, raw, path, f"a {raw.get('task')} model")
         model = cls(session, meta, path)
         model.raw_metadata = raw
         out = model.run(np.zeros((1, 3, meta.input_size, meta.input_size), np.float32))

@@ -7,9 +7,10 @@ import ctypes
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import onnxruntime as ort
+from pydantic import BaseModel, ValidationError
 
 from app.settings import Settings
 
@@ -59,6 +60,17 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
         log.warning("%s: CUDA provider did not initialise, falling back to CPU", path.name)
     log.info("model %s loaded on %s", path.name, actual)
     return session
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_metadata(meta_class: type[M], raw: dict[str, Any], path: Path, what: str) -> M:
+    """``raw`` validated as ``meta_class``; a file that does not describe ``what`` is a ``ModelLoadError``."""
+    try:
+        return meta_class.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path.name}: its metadata does not describe {what}: {exc}") from exc
 
 
 def read_metadata(session: ort.InferenceSession) -> dict[str, Any]:

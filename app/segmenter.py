@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.detector import Normalization, StageTimes
-from app.runtime import ModelLoadError
+from app.runtime import ModelLoadError, parse_metadata
 from app.vision.letterbox import letterbox, to_tensor
 from app.vision.masks import logits_to_mask
 
@@ -62,10 +62,7 @@ class Segmenter:
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path) -> Segmenter:
-        try:
-            meta = SegmenterMeta.model_validate(raw)
-        except ValidationError as exc:
-            raise ModelLoadError(f"{path.name}: its metadata does not describe a segmenter: {exc}") from exc
+        meta = parse_metadata(SegmenterMeta, raw, path, "a segmenter")
         model = cls(session, meta, path)
         model.raw_metadata = raw
         size, side = meta.input_size, meta.input_size // meta.output_stride

@@ -268,9 +268,7 @@ def train_embedder(opts: EmbedderTrainOptions) -> dict:
 
 def finish(best_path: Path, train_set, train_labels, train_canvas, val_crops, val_labels, seed: int) -> None:
     """Add the verification head (fitted on training pairs) and the validation figures to ``best.pt``."""
-    ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
-    model = EmbedNet(EmbedderConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model, ckpt = load_embedder(best_path)
     size, flip_test = model.cfg.input_size, ckpt.get("flip_test", False)
     train_emb = embed_crops(model, np.stack([centre(c, size) for c in train_canvas]), flip_test)
     head = train_head(train_emb, train_labels, seed)
