@@ -234,3 +234,32 @@ def test_training_windows_cover_the_content_at_the_serving_scale(scenes):
                 assert start <= lo and hi <= start + 64          # covering all of it
     with pytest.raises(ValueError, match="larger than the input"):
         SegmentationDataset(data, 64, augment=False, crop=128)
+
+
+def test_object_windows_draw_each_class_alike_and_hold_it():
+    """--object-p: a window centred (give or take a quarter) on a pixel of a class drawn uniformly,
+    so that a few-pixel pedestrian is picked as often as a large car; inside the input."""
+    from training.segment.data import _object_window, object_pixels
+
+    target = np.zeros((128, 128), np.uint8)
+    target[:, :8] = IGNORE
+    target[60:120, 20:100] = 3                       # a large 'motorcycle'
+    target[5:8, 120:123] = 1                         # a 9-pixel 'pedestrian' in the corner
+    rng = np.random.default_rng(0)
+    held = {1: 0, 3: 0}
+    for _ in range(400):
+        sx, sy = _object_window(rng, object_pixels(target), 32, 128)
+        assert 0 <= sx <= 96 and 0 <= sy <= 96
+        window = target[sy:sy + 32, sx:sx + 32]
+        for c in held:
+            held[c] += bool((window == c).any())
+    assert held[1] > 150                             # about half the draws, though it is 0.2% of the pixels
+    assert held[3] > 200
+    assert _object_window(rng, object_pixels(np.zeros((64, 64), np.uint8)), 32, 64) is None   # none: anywhere
+
+
+def test_object_p_is_a_probability(scenes):
+    from training.segment.data import SegmentationDataset
+
+    with pytest.raises(ValueError, match="probability"):
+        SegmentationDataset(load_segmentation(scenes / "train"), 64, augment=False, crop=32, object_p=1.5)

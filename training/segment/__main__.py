@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=256, help="letterboxed input side (multiple of 2^depth)")
     p.add_argument("--crop", type=int, default=None,
                    help="train on random CROP x CROP windows of the letterboxed input (served whole)")
+    p.add_argument("--object-p", type=float, default=0.0,
+                   help="share of the windows centred on an object of a class drawn uniformly (with --crop)")
+    p.add_argument("--windows", type=int, default=1,
+                   help="windows cut from each image read (with --crop): a step sees BATCH x WINDOWS windows")
     p.add_argument("--width", type=int, default=16, help="channels of the first level")
     p.add_argument("--depth", type=int, default=4, help="downsamplings in the contracting path")
     p.add_argument("--output-stride", type=int, choices=[1, 2], default=1,

@@ -145,17 +145,46 @@ def _window_start(rng: np.random.Generator, lo: int, hi: int, crop: int, size: i
     return int(np.clip(rng.integers(hi - crop, lo + 1), 0, size - crop))
 
 
+def object_pixels(target: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``(ys, xs)`` of every foreground class present in a letterboxed target."""
+    return {int(c): np.nonzero(target == c) for c in np.unique(target) if c not in (0, IGNORE)}
+
+
+def _object_window(rng: np.random.Generator, pixels: dict[int, tuple[np.ndarray, np.ndarray]], crop: int,
+                   size: int) -> tuple[int, int] | None:
+    """The top-left corner of a ``crop`` window centred (give or take a quarter window) on a pixel
+    of a class drawn uniformly from those present (``object_pixels``), so that thin and rare
+    classes are seen as often as large ones; ``None`` when there is no foreground."""
+    if not pixels:
+        return None
+    ys, xs = pixels[int(rng.choice(list(pixels)))]
+    k = int(rng.integers(len(ys)))
+    jitter = rng.integers(-(crop // 4), crop // 4 + 1, size=2)
+    sx = int(np.clip(xs[k] - crop // 2 + jitter[0], 0, size - crop))
+    sy = int(np.clip(ys[k] - crop // 2 + jitter[1], 0, size - crop))
+    return sx, sy
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Yields ``(image (3, s, s) float32, mask (s, s) int64)``: augmented (random crop, mirror, colour)
     when ``augment``, then letterboxed at ``input_size`` as served (the padding ``IGNORE``), then, with
-    ``crop``, a random ``crop x crop`` window of that input over the image's content: the network
-    is fully convolutional, so it trains on windows at the serving scale and serves the whole input."""
+    ``crop``, a ``crop x crop`` window of that input over the image's content: the network is fully
+    convolutional, so it trains on windows at the serving scale and serves the whole input. With
+    probability ``object_p`` a window is centred on an object (``_object_window``), else anywhere
+    in the content: in sparse scenes most random windows hold background only. ``windows`` > 1 cuts
+    that many windows from each image read (shapes ``(windows, 3, crop, crop)``, ``(windows, crop,
+    crop)``), sharing the cost of decoding and augmenting it."""
 
     def __init__(self, data: SegmentationData, input_size: int, augment: bool, seed: int = 0,
-                 crop: int | None = None) -> None:
+                 crop: int | None = None, object_p: float = 0.0, windows: int = 1) -> None:
         if crop and crop > input_size:
             raise ValueError(f"crop {crop} is larger than the input {input_size}")
+        if not 0.0 <= object_p <= 1.0:
+            raise ValueError(f"object_p {object_p} is not a probability")
+        if windows < 1 or (windows > 1 and not crop):
+            raise ValueError("windows > 1 needs crop")
         self.data, self.size, self.augment, self.seed, self.crop = data, input_size, augment, seed, crop
+        self.object_p, self.windows = object_p, windows
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -168,10 +197,29 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = augment_segmentation(rng, image, mask)
         canvas, geo = letterbox(image, self.size)
         target, _ = letterbox_mask(mask, self.size)
-        if self.crop and self.crop < self.size:
-            x1, y1, x2, y2 = geo.content
-            sx = _window_start(rng, x1, x2, self.crop, self.size)
-            sy = _window_start(rng, y1, y2, self.crop, self.size)
-            canvas = canvas[sy:sy + self.crop, sx:sx + self.crop]
-            target = target[sy:sy + self.crop, sx:sx + self.crop]
-        return torch.from_numpy(to_tensor(canvas[None], NORM_MEAN, NORM_STD)[0]), torch.from_numpy(target.astype(np.int64))
+        if not self.crop or self.crop >= self.size:
+            return self._tensors(canvas, target)
+        pixels = None
+        images, targets = [], []
+        for _ in range(self.windows):
+            corner = None
+            if rng.random() < self.object_p:
+                pixels = object_pixels(target) if pixels is None else pixels
+                corner = _object_window(rng, pixels, self.crop, self.size)
+            if corner is None:
+                x1, y1, x2, y2 = geo.content
+                corner = (_window_start(rng, x1, x2, self.crop, self.size),
+                          _window_start(rng, y1, y2, self.crop, self.size))
+            sx, sy = corner
+            images.append(canvas[sy:sy + self.crop, sx:sx + self.crop])
+            targets.append(target[sy:sy + self.crop, sx:sx + self.crop])
+        if self.windows == 1:
+            return self._tensors(images[0], targets[0])
+        return self._tensors(np.stack(images), np.stack(targets))
+
+    @staticmethod
+    def _tensors(canvas: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., H, W, 3) uint8``, ``(..., H, W)`` → normalised ``(..., 3, H, W)``, int64 class ids."""
+        flat = canvas.reshape(-1, *canvas.shape[-3:])
+        x = to_tensor(flat, NORM_MEAN, NORM_STD).reshape(*canvas.shape[:-3], 3, *canvas.shape[-3:-1])
+        return torch.from_numpy(x), torch.from_numpy(target.astype(np.int64))

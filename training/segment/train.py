@@ -38,6 +38,8 @@ class SegmentTrainOptions:
     dice_weight: float = 1.0
     input_size: int = 256
     crop: int | None = None    # train on crop x crop windows of the letterboxed input (None: all of it)
+    object_p: float = 0.0      # share of the windows centred on an object (a class drawn uniformly)
+    windows: int = 1           # windows cut from each image read (the batch holds batch x windows)
     width: int = 16
     depth: int = 4
     output_stride: int = 1
@@ -101,7 +103,8 @@ def train_segmenter(opts: SegmentTrainOptions) -> dict:
     ema = EMA(model, decay=0.999)
     opt = torch.optim.AdamW(_param_groups(model, opts.weight_decay), lr=opts.lr)
     precision = resolve(opts.precision)
-    train_set = SegmentationDataset(train_data, model.cfg.input_size, augment=True, seed=opts.seed, crop=opts.crop)
+    train_set = SegmentationDataset(train_data, model.cfg.input_size, augment=True, seed=opts.seed, crop=opts.crop,
+                                    object_p=opts.object_p, windows=opts.windows)
     steps_per_epoch = max(1, len(train_set) // opts.batch)
     total_steps, warmup = opts.epochs * steps_per_epoch, min(200, steps_per_epoch)
     history, start_epoch, best = [], 0, -1.0
@@ -123,6 +126,8 @@ def train_segmenter(opts: SegmentTrainOptions) -> dict:
         sums = {"loss": 0.0, "ce": 0.0, "dice": 0.0}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, mininterval=5)
         for step, (images, targets) in enumerate(bar):
+            if opts.windows > 1:   # (B, windows, ...) → (B x windows, ...)
+                images, targets = images.flatten(0, 1), targets.flatten(0, 1)
             lr = warmup_cosine(opts.lr, epoch * steps_per_epoch + step, total_steps, warmup)
             set_lr(opt, lr)
             logits = forward_logits(model, images.contiguous(memory_format=torch.channels_last), precision)
