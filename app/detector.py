@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
+from app.pipeline import Infer, Steps, run_steps
 from app.runtime import ModelLoadError, create_session, parse_metadata, read_metadata
 from app.settings import Settings
 from app.vision.anchors import anchor_grid
@@ -84,7 +85,7 @@ class ObjectDetector:
     def _check_layout(self) -> None:
         """Refuse a file whose output does not match what its metadata declares."""
         size = self.meta.input_size
-        out = self.infer(np.zeros((1, 3, size, size), dtype=np.float32))
+        out = self.run(np.zeros((1, 3, size, size), dtype=np.float32))
         expected = (1, self.grid.rows, 5 + len(self.meta.class_names))
         if out.shape != expected:
             raise ModelLoadError(f"{self.path.name}: output shape {out.shape} != {expected} from its metadata")
@@ -99,21 +100,25 @@ class ObjectDetector:
         norm = self.meta.normalization
         return to_tensor(canvas[None], norm.mean, norm.std), geo
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S) float32`` → raw ``(B, N, 5 + C)``."""
         return self.session.run(None, {self.input_name: batch})[0]
 
     def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return postprocess_detections(raw, self.grid, geo, params.conf, params.iou, params.max_det, params.classes)
 
-    def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
+    def detect_steps(self, image: np.ndarray, params: DetectParams) -> Steps[tuple[Detections, StageTimes]]:
+        """The detection pipeline (``app.pipeline``); inference time includes any wait for a batch."""
         t0 = time.perf_counter()
         batch, geo = self.preprocess(image)
         t1 = time.perf_counter()
-        raw = self.infer(batch)
+        raw = yield Infer(self, batch)
         t2 = time.perf_counter()
         dets = self.postprocess(raw[0], geo, params)
         return dets, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, _ms(t2))
+
+    def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
+        return run_steps(self.detect_steps(image, params))
 
     def class_ids(self, labels: list[str]) -> frozenset[int]:
         """Indices of ``labels``; raises ``KeyError`` naming the first unknown one."""

@@ -18,9 +18,10 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from app.detector import DetectParams, Normalization, ObjectDetector
+from app.pipeline import Infer, Steps, run_steps
 from app.runtime import ModelLoadError, parse_metadata
-from app.vision.align import (align_face, crop_box, embed_with_mirror, invert_affine, read_with_mirror,
-                              transform_points, unit)
+from app.vision.align import (align_face, average_mirror_reading, crop_box, invert_affine, sum_mirror_embeddings,
+                              transform_points, unit, with_mirror)
 from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
@@ -109,19 +110,22 @@ class LandmarkModel(_OnnxModel):
     def output_width(self) -> int:
         return 10
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """``(N, 4)`` face boxes → ``(N, 5, 2)`` landmarks in ``image`` pixels."""
+    def predict_steps(self, image: np.ndarray, boxes: np.ndarray) -> Steps[np.ndarray]:
+        """``(N, 4)`` face boxes → ``(N, 5, 2)`` landmarks in ``image`` pixels; every face (and, with the
+        flip test, its mirror image) in one model run."""
         if not len(boxes):
             return np.zeros((0, 5, 2), np.float32)
         size, margin = self.meta.input_size, self.meta.crop_margin
         cut = [crop_box(image, box, size, margin) for box in boxes]
         crops = np.stack([c for c, _ in cut])
-
-        def read(batch: np.ndarray) -> np.ndarray:
-            return self.run(_normalise(batch, self.meta.normalization)).reshape(-1, 5, 2) * size
-
-        out = read_with_mirror(read, crops) if self.meta.flip_test else read(crops)
+        batch = with_mirror(crops) if self.meta.flip_test else crops
+        out = (yield Infer(self, _normalise(batch, self.meta.normalization))).reshape(-1, 5, 2) * size
+        if self.meta.flip_test:
+            out = average_mirror_reading(out, size)
         return np.stack([transform_points(p, invert_affine(m)) for p, (_, m) in zip(out, cut)])
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        return run_steps(self.predict_steps(image, boxes))
 
 
 class FaceEmbedder(_OnnxModel):
@@ -163,17 +167,18 @@ class FaceEmbedder(_OnnxModel):
         faces, each comparison may falsely accept ``fpir / gallery_faces``."""
         return self.threshold_at_far(fpir / max(1, gallery_faces))
 
-    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def embed_steps(self, image: np.ndarray, landmarks: np.ndarray) -> Steps[np.ndarray]:
         """``(N, 5, 2)`` landmarks → ``(N, D)`` unit-length embeddings of the aligned faces."""
         if not len(landmarks):
             return np.zeros((0, self.meta.embedding_dim), np.float32)
         size, template = self.meta.input_size, np.asarray(self.meta.template)
         crops = np.stack([align_face(image, pts, size, template) for pts in landmarks])
+        batch = with_mirror(crops) if self.meta.flip_test else crops
+        out = yield Infer(self, _normalise(batch, self.meta.normalization))
+        return sum_mirror_embeddings(out) if self.meta.flip_test else unit(out)
 
-        def read(batch: np.ndarray) -> np.ndarray:
-            return self.run(_normalise(batch, self.meta.normalization))
-
-        return embed_with_mirror(read, crops) if self.meta.flip_test else unit(read(crops))
+    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return run_steps(self.embed_steps(image, landmarks))
 
     def probability(self, a: np.ndarray, b: np.ndarray) -> float | None:
         """DeepFace's head: p(same person) from ``|a - b|``; None when the file has no head."""
@@ -201,13 +206,20 @@ class FaceAnalyzer:
     landmarks: LandmarkModel
     embedder: FaceEmbedder | None
 
-    def detect(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> list[Face]:
+    def detect_steps(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> Steps[list[Face]]:
         """Faces by descending score, each with its 5 landmarks."""
-        dets, _ = self.detector.detect(image, DetectParams(conf=conf, iou=0.4, max_det=max_faces))
-        points = self.landmarks.predict(image, dets.boxes)
+        dets, _ = yield from self.detector.detect_steps(image, DetectParams(conf=conf, iou=0.4, max_det=max_faces))
+        points = yield from self.landmarks.predict_steps(image, dets.boxes)
         return [Face(b.astype(np.float32), float(s), p) for b, s, p in zip(dets.boxes, dets.scores, points)]
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+    def embed_steps(self, image: np.ndarray, faces: list[Face]) -> Steps[np.ndarray]:
         if self.embedder is None:
             raise ModelLoadError("no face embedding model is installed")
-        return self.embedder.embed(image, np.stack([f.landmarks for f in faces]) if faces else np.zeros((0, 5, 2)))
+        landmarks = np.stack([f.landmarks for f in faces]) if faces else np.zeros((0, 5, 2))
+        return (yield from self.embedder.embed_steps(image, landmarks))
+
+    def detect(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> list[Face]:
+        return run_steps(self.detect_steps(image, conf, max_faces))
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return run_steps(self.embed_steps(image, faces))

@@ -6,16 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from fastapi import FastAPI
 
 from app.api import detect, faces, health, segment, subjects
 from app.errors import install_error_handlers
 from app.gallery import Gallery, GalleryLocked
+from app.batching import BatchSettings
 from app.limits import BodyLimitMiddleware
+from app.observability import Metrics, RequestMiddleware
+from app.pipeline import Engine
 from app.registry import ModelRegistry, load_models
 from app.settings import Settings
 
@@ -23,38 +29,79 @@ log = logging.getLogger("sightline")
 
 
 def _start(app: FastAPI) -> None:
-    """Load the models, then open the gallery for the embedder they hold; ready after both."""
+    """Load the models, then open the gallery for the embedder they hold (blocking: off the loop)."""
     settings, registry = app.state.settings, app.state.registry
     load_models(settings, registry)
     if registry.embedder is not None:
         app.state.gallery = Gallery.open(settings.data_dir, registry.embedder.fingerprint,
                                          registry.embedder.meta.embedding_dim)
-    registry.ready = True
 
 
 async def _load(app: FastAPI) -> None:
+    registry = app.state.registry
     try:
         await asyncio.get_running_loop().run_in_executor(app.state.pool, _start, app)
     except Exception as exc:  # a model or gallery that cannot be served: keep answering, say why in /readyz
-        registry = app.state.registry
         registry.error = str(exc)
         if isinstance(exc, GalleryLocked):
             registry.error_code = "gallery_unavailable"
         log.error("start-up failed: %s", registry.error_message)
+        return
+    for model in registry.describe():          # one batcher per model, started on this loop
+        app.state.engine.add(model, model.meta.name)
+    registry.ready = True
+
+
+def _drain_on_sigterm(app: FastAPI) -> None:
+    """On SIGTERM, turn /readyz 503 at once (load balancers stop sending); after
+    ``SIGHTLINE_DRAIN_SECONDS`` hand the signal on to the server, which stops accepting, lets the
+    requests in flight finish, and exits."""
+    if threading.current_thread() is not threading.main_thread():
+        return   # signals reach the main thread only (a test client runs the app elsewhere)
+    previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    drain = app.state.settings.drain_seconds
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:           # nobody else listens: die as SIGTERM would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if app.state.draining:
+            stop(signum, frame)                    # a second SIGTERM: stop now
+            return
+        app.state.draining = True
+        log.info("SIGTERM: /readyz answers 503; closing in %.1f s, requests in flight finish", drain)
+        if drain > 0:
+            loop.call_soon_threadsafe(loop.call_later, drain, stop, signum, None)
+        else:
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    workers = settings.worker_threads or (os.cpu_count() or 1) + 2
+    workers = settings.worker_threads or (os.cpu_count() or 1)
     app.state.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sightline")
     app.state.registry = ModelRegistry()
     app.state.gallery = None
+    app.state.draining = False
+    app.state.engine = Engine(app.state.pool, BatchSettings(
+        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue),
+        app.state.metrics)
+    _drain_on_sigterm(app)
     loading = asyncio.create_task(_load(app))
     try:
         yield
     finally:
+        app.state.draining = True
         loading.cancel()
+        await app.state.engine.stop()
         app.state.pool.shutdown(wait=True, cancel_futures=True)
         if app.state.gallery is not None:
             app.state.gallery.close()
@@ -68,8 +115,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry()
     app.state.gallery = None
+    app.state.draining = False
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics, timeout_ms=settings.request_timeout_ms)
     app.include_router(health.router)
     app.include_router(detect.router)
     app.include_router(segment.router)

@@ -181,3 +181,15 @@ class SegmentResponse(BaseModel):
     overlay: EncodedImage | None = Field(default=None, description="JPEG of the photo with the classes drawn, "
                                                                    "with overlay=true")
     timings_ms: SegmentTimings
+
+
+class DetectBatchResponse(BaseModel):
+    results: list[DetectResponse] = Field(description="one result per image part, in the order sent")
+
+
+class FacesDetectBatchResponse(BaseModel):
+    results: list[FacesDetectResponse] = Field(description="one result per image part, in the order sent")
+
+
+class SegmentBatchResponse(BaseModel):
+    results: list[SegmentResponse] = Field(description="one result per image part, in the order sent")

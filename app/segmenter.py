@@ -14,6 +14,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.detector import Normalization, StageTimes
+from app.pipeline import Infer, Steps, run_steps
 from app.runtime import ModelLoadError, parse_metadata
 from app.vision.letterbox import letterbox, to_tensor
 from app.vision.masks import logits_to_mask
@@ -66,7 +67,7 @@ class Segmenter:
         model = cls(session, meta, path)
         model.raw_metadata = raw
         size, side = meta.input_size, meta.input_size // meta.output_stride
-        out = model.infer(np.zeros((1, 3, size, size), np.float32))
+        out = model.run(np.zeros((1, 3, size, size), np.float32))
         if out.shape != (1, len(meta.class_names), side, side):
             raise ModelLoadError(f"{path.name}: output shape {out.shape} != {(1, len(meta.class_names), side, side)} "
                                  "from its metadata")
@@ -80,19 +81,22 @@ class Segmenter:
     def num_classes(self) -> int:
         return len(self.meta.class_names)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S) float32`` → logits ``(B, C, S / stride, S / stride)``."""
         return self.session.run(None, {self.input_name: batch})[0]
 
-    def segment(self, image: np.ndarray) -> Segmentation:
-        """``HxWx3 uint8 RGB`` → class ids at the image's own resolution."""
+    def segment_steps(self, image: np.ndarray) -> Steps[Segmentation]:
+        """``HxWx3 uint8 RGB`` → class ids at the image's own resolution (``app.pipeline`` steps)."""
         t0 = time.perf_counter()
         canvas, geo = letterbox(image, self.meta.input_size)
         norm = self.meta.normalization
         batch = to_tensor(canvas[None], norm.mean, norm.std)
         t1 = time.perf_counter()
-        logits = self.infer(batch)[0]
+        logits = (yield Infer(self, batch))[0]
         t2 = time.perf_counter()
         mask = logits_to_mask(logits, geo, self.meta.output_stride)
         t3 = time.perf_counter()
         return Segmentation(mask, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))
+
+    def segment(self, image: np.ndarray) -> Segmentation:
+        return run_steps(self.segment_steps(image))

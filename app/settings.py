@@ -27,5 +27,17 @@ class Settings(BaseSettings):
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per model; 0 = cores")
-    worker_threads: int = Field(0, ge=0, description="thread pool for decode/inference; 0 = cores + 2")
+    worker_threads: int = Field(0, ge=0, description=(
+        "thread pool for decode, pre- and post-processing and the gallery; 0 = as many as cores"))
+    max_batch: int = Field(16, ge=1, le=256, description=(
+        "rows (images, or faces) per model run, across requests; 1 turns batching off"))
+    max_delay_ms: float = Field(3.0, ge=0.0, le=1000.0, description=(
+        "how long the oldest waiting request waits for others to share its batch"))
+    max_queue: int = Field(64, ge=1, description="requests waiting per model; more get 503 with Retry-After")
+    request_timeout_ms: float = Field(10_000.0, ge=0.0, description=(
+        "a request still waiting for a model this long after it arrived gets 503 instead; 0 = no deadline"))
+    drain_seconds: float = Field(0.0, ge=0.0, le=300.0, description=(
+        "on SIGTERM, keep serving this long with /readyz answering 503 (so load balancers stop sending) "
+        "before closing the listener; requests in flight always finish"))
+    max_images: int = Field(16, ge=1, le=256, description="image parts one /detect, /segment or /faces/detect takes")
     log_level: str = "INFO"

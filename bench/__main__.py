@@ -8,7 +8,7 @@ import gc
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from app.detector import ObjectDetector
@@ -26,6 +26,7 @@ from bench.machine import describe_machine, describe_model, load_average
 from bench.nms import bench_nms
 from bench.pipeline import bench_pipeline
 from bench.report import format_markdown, format_text
+from bench.runtime import bench_runtime, runtime_ratios
 from bench.server import ROOT, uvicorn_server
 
 
@@ -47,13 +48,20 @@ class Profile:
     face_photos: int = 4          # per identity: one enrolled, the others identified
     face_clients: tuple[int, ...] = (1, 4)
     segment_requests: int = 40    # per answer format, after 3 untimed
+    runtime_clients: tuple[int, ...] = (1, 4, 16, 64)
+    runtime_seconds: float = 20.0
+    runtime_warmup_s: float = 3.0
+    overload_factor: float = 2.0  # open-loop arrivals at this many times the batched throughput at 16 clients
+    overload_seconds: float = 20.0
+    soak_seconds: float = 600.0
 
 
 DEFAULT = Profile("default")
 QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
                 http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
-                segment_requests=2)
+                segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
+                overload_seconds=1.0, soak_seconds=3.0)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -105,6 +113,9 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r["ratios"] = _ratios(r)
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
     r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
+    r["runtime"] = bench_runtime(model.parent, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
+                                 p.overload_factor, p.overload_seconds, p.soak_seconds)
+    r["runtime_ratios"] = runtime_ratios(r["runtime"])
     r["load_average_end"] = load_average()
     r["elapsed_s"] = time.perf_counter() - t0
     return r
@@ -118,6 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="JSON figures")
     ap.add_argument("--md", type=Path, default=ROOT / "bench" / "results.md", help="markdown tables")
     ap.add_argument("--seed", type=int, default=0, help="seed for the test images and NMS boxes")
+    ap.add_argument("--soak-seconds", type=float, default=None,
+                    help="how long section 10 holds the server under load watching its memory (default 600)")
     return ap.parse_args(argv)
 
 
@@ -126,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"no detector at {args.model}; run `make models` or pass --model", file=sys.stderr)
         return 2
-    results = run(args.model.resolve(), QUICK if args.quick else DEFAULT, args.seed)
+    profile = QUICK if args.quick else DEFAULT
+    if args.soak_seconds is not None:
+        profile = replace(profile, soak_seconds=args.soak_seconds)
+    results = run(args.model.resolve(), profile, args.seed)
     print(format_text(results), end="")
     for path, text in ((args.out, json.dumps(results, indent=2) + "\n"), (args.md, format_markdown(results))):
         path.parent.mkdir(parents=True, exist_ok=True)

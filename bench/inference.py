@@ -15,9 +15,9 @@ def make_batch(tensors: list[np.ndarray], batch: int) -> np.ndarray:
 
 def bench_raw(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, iterations: int,
               warmup: int) -> dict:
-    """``detector.infer`` on one fixed batch: per-call ms and images/s (from the median call)."""
+    """``detector.run`` on one fixed batch: per-call ms and images/s (from the median call)."""
     x = make_batch(tensors, batch)
-    summary = summarize_ms(time_calls(lambda: detector.infer(x), iterations, warmup))
+    summary = summarize_ms(time_calls(lambda: detector.run(x), iterations, warmup))
     return {"batch": batch, "warmup": warmup, **summary,
             "images_per_s": batch * 1000.0 / summary["median_ms"],
             "images_per_s_mean": batch * 1000.0 / summary["mean_ms"]}

@@ -34,7 +34,7 @@ def header_lines(r: dict) -> list[str]:
 def raw_table(r: dict) -> Table:
     rows = [[str(x["batch"]), str(x["n"]), _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
             for x in r["raw"]]
-    return Table("1. Raw ONNX Runtime (`detector.infer` on preprocessed tensors)",
+    return Table("1. Raw ONNX Runtime (`detector.run` on preprocessed tensors)",
                  ["batch", "calls", "median ms/batch", "p90 ms/batch", "images/s"], rows)
 
 
@@ -135,11 +135,54 @@ def segment_table(r: dict) -> Table:
                  ["format", "requests", "p50 ms", "p99 ms", "response kB (mean)", "response kB (max)"], rows, note)
 
 
+def runtime_tables(r: dict) -> list[Table]:
+    rt = r["runtime"]
+    rows = []
+    for mode in ("batched", "unbatched"):
+        for x in rt[mode]["levels"]:
+            errors = sum(x["errors"].values())
+            raw = x.get("raw_images_per_s_at_mean_batch")
+            rows.append([mode, str(x["clients"]), str(x["ok"]), str(errors), _f(x["images_per_s"]),
+                         _f(x["latency"]["median_ms"]), _f(x["latency"]["p99_ms"]), _f(x["mean_batch"], 2),
+                         _f(raw) if raw else "", _f(x["images_per_s"] / raw, 2) if raw else ""])
+    s = rt["settings"]
+    note = (f"batched: SIGHTLINE_MAX_BATCH={s['max_batch']}, MAX_DELAY_MS={s['max_delay_ms']:g}, "
+            f"MAX_QUEUE={s['max_queue']}; unbatched: MAX_BATCH=1. {rt['seconds']:g} s per level after "
+            f"{rt['warmup_s']:g} s warm-up; mean batch from /metrics (warm-up included); raw = the detector alone "
+            "in this process at that batch size. Same machine, one run.")
+    out = [Table("9. Serving runtime: dynamic batching against batching off and raw ONNX Runtime (`POST /detect`)",
+                 ["server", "clients", "ok", "errors", "images/s", "p50 ms", "p99 ms", "mean batch",
+                  "raw ORT images/s at that batch", "server / raw"], rows, note)]
+    ratios = r["runtime_ratios"]
+    rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
+            [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]
+    o = rt["batched"].get("overload")
+    unloaded = rt["batched"]["levels"][0]["latency"]["p99_ms"]
+    if o:
+        adm, ref = o["admitted_latency"], o["refused_latency"]
+        rows.append([f"overload {o['rate_per_s']:.0f}/s for {o['seconds']:g} s: admitted p99 / unloaded p99 "
+                     f"({_f(adm.get('p99_ms', 0.0))} / {_f(unloaded)} ms; {o['ok']} of {o['sent']} admitted)",
+                     _f(adm.get("p99_ms", 0.0) / unloaded, 2), "<= 2"])
+        rows.append([f"overload: p99 ms to refuse ({o['refused']} refused with 503, {o['other']} other)",
+                     _f(ref.get("p99_ms", 0.0), 1) if ref.get("n") else "none refused", "<= 10"])
+    k = rt["batched"].get("soak")
+    if k:
+        rows.append([f"soak {k['seconds']:g} s at {k['clients']} clients: RSS MB start / after 1 min / end / max",
+                     f"{k['rss_mb_start']:.0f} / {k['rss_mb_after_first_minute']:.0f} / {k['rss_mb_end']:.0f} / "
+                     f"{k['rss_mb_max']:.0f}", "flat"])
+        rows.append(["soak: RSS growth over the second half, MB per minute", _f(k["rss_mb_per_min_second_half"], 2),
+                     "~0"])
+    out.append(Table("10. Serving runtime: targets", ["figure", "value", "target"], rows))
+    return out
+
+
 def tables(r: dict) -> list[Table]:
     gallery = [gallery_table(r)] if "gallery" in r else []  # results recorded before section 6 existed
     faces = [faces_table(r)] if r.get("http", {}).get("faces") else []
     segment = [segment_table(r)] if r.get("http", {}).get("segment") else []
-    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery, *faces, *segment]
+    runtime = runtime_tables(r) if r.get("runtime") else []
+    return [raw_table(r), pipeline_table(r), http_table(r), ratio_table(r), nms_table(r), *gallery, *faces, *segment,
+            *runtime]
 
 
 def markdown_table(t: Table) -> str:

@@ -23,6 +23,7 @@ HOST = "127.0.0.1"
 class Server:
     base_url: str
     pid: int
+    process: subprocess.Popen
 
 
 class ServerFailed(RuntimeError):
@@ -77,16 +78,19 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0) -> Iterator[Server]:
-    """``python -m uvicorn app.main:create_app --factory`` serving ``models_dir``, ready."""
+def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0, settings: dict[str, str] | None = None
+                   ) -> Iterator[Server]:
+    """``python -m uvicorn app.main:create_app --factory`` serving ``models_dir``, ready; ``settings``
+    are more ``SIGHTLINE_*`` variables."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "SIGHTLINE_MODELS_DIR": str(models_dir), "SIGHTLINE_DATA_DIR": data_dir}
+        env = {**os.environ, "SIGHTLINE_MODELS_DIR": str(models_dir), "SIGHTLINE_DATA_DIR": data_dir,
+               **(settings or {})}
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base_url = f"http://{HOST}:{port}"
             _wait_ready(proc, base_url, ready_timeout, log)
-            yield Server(base_url=base_url, pid=proc.pid)
+            yield Server(base_url=base_url, pid=proc.pid, process=proc)
         finally:
             _stop(proc)

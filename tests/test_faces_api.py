@@ -55,6 +55,15 @@ class FakeFaces:
             out.append(v / np.linalg.norm(v))
         return np.array(out, np.float32).reshape(-1, DIM)
 
+    # the serving pipelines' step form (app.pipeline); the stand-in runs no model, so it yields nothing
+    def detect_steps(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50):
+        return self.detect(image, conf, max_faces)
+        yield
+
+    def embed_steps(self, image: np.ndarray, faces: list[Face]):
+        return self.embed(image, faces)
+        yield
+
 
 def photo(*colours: tuple[int, int, int]) -> bytes:
     """One face per colour (a photo of nobody when none is given)."""

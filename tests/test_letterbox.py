@@ -44,3 +44,20 @@ def test_to_tensor_layout_and_normalisation():
     x = to_tensor(np.full((2, 4, 4, 3), 255, np.uint8), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert x.shape == (2, 3, 4, 4) and x.dtype == np.float32
     np.testing.assert_allclose(x, 1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 5, 3), (3, 64, 48, 3), (0, 8, 8, 3)])
+def test_to_tensor_matches_plain_numpy(shape):
+    """OpenCV's blob path against the formula written out: per channel, non-square, mirrored views."""
+    rng = np.random.default_rng(sum(shape))
+    images = rng.integers(0, 256, shape, dtype=np.uint8)[:, :, ::-1]          # a non-contiguous view
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    want = ((images.astype(np.float64) / 255 - mean) / std).transpose(0, 3, 1, 2)
+    got = to_tensor(images, mean, std)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_to_tensor_refuses_other_layouts():
+    with pytest.raises(ValueError, match="uint8"):
+        to_tensor(np.zeros((2, 4, 4, 3), np.float32), (0, 0, 0), (1, 1, 1))

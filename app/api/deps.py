@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -13,11 +10,10 @@ from app.detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FaceAnalyzer
 from app.gallery import Gallery
+from app.pipeline import Engine
 from app.registry import ModelRegistry
 from app.segmenter import Segmenter
 from app.settings import Settings
-
-T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
@@ -54,25 +50,16 @@ def get_gallery(request: Request) -> Gallery:
     return gallery
 
 
-class Offload:
-    """Runs blocking work (decode, ONNX Runtime, FAISS) on the app's thread pool, off the event loop."""
-
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
-        self.pool = pool
-
-    async def __call__(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-
-def get_offload(request: Request) -> Offload:
-    return Offload(request.app.state.pool)
+def get_engine(request: Request) -> Engine:
+    """Runs the pipelines: CPU work on the app's thread pool, model runs through their batchers."""
+    return request.app.state.engine
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 DetectorDep = Annotated[ObjectDetector, Depends(get_detector)]
 SegmenterDep = Annotated[Segmenter, Depends(get_segmenter)]
-OffloadDep = Annotated[Offload, Depends(get_offload)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 FacesDep = Annotated[FaceAnalyzer, Depends(get_faces)]
 FacesEmbedDep = Annotated[FaceAnalyzer, Depends(get_faces_embed)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query
 
-from app.api.deps import DetectorDep, OffloadDep, SettingsDep
+from app.api.deps import DetectorDep, EngineDep, SettingsDep
+from app.api.images import ImageFiles, read_images
 from app.detector import DetectParams, ObjectDetector
 from app.errors import InvalidRequest
 from app.imaging import decode_image
-from app.schemas import Box, DetectResponse, Detection, DetectTimings, ErrorResponse, ImageSize, ModelRef
+from app.pipeline import Steps
+from app.schemas import (Box, DetectBatchResponse, Detection, DetectResponse, DetectTimings, ErrorResponse, ImageSize,
+                         ModelRef)
 
 router = APIRouter(tags=["detection"])
 
@@ -32,11 +35,11 @@ def _classes(detector: ObjectDetector, classes: str | None) -> frozenset[int] | 
                              code="unknown_class") from None
 
 
-def _run(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams) -> DetectResponse:
+def _detect(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams) -> Steps[DetectResponse]:
     t0 = time.perf_counter()
     image = decode_image(data, max_pixels)
     decode_ms = (time.perf_counter() - t0) * 1000
-    dets, times = detector.detect(image.rgb, params)
+    dets, times = yield from detector.detect_steps(image.rgb, params)
     names = detector.meta.class_names
     return DetectResponse(
         model=ModelRef(name=detector.meta.name, version=detector.meta.version),
@@ -49,18 +52,20 @@ def _run(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectP
     )
 
 
-@router.post("/detect", response_model=DetectResponse, responses=ERRORS)
+@router.post("/detect", response_model=DetectResponse | DetectBatchResponse, responses=ERRORS)
 async def detect(
     detector: DetectorDep,
     settings: SettingsDep,
-    offload: OffloadDep,
-    image: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP or GIF")],
+    engine: EngineDep,
+    image: ImageFiles,
     conf: Annotated[float, Query(ge=0.0, le=1.0, description="minimum score")] = 0.25,
     iou: Annotated[float, Query(ge=0.0, le=1.0, description="NMS IoU threshold, per class")] = 0.45,
     max_det: Annotated[int, Query(ge=1, le=1000, description="most detections returned")] = 100,
     classes: Annotated[str | None, Query(description="comma-separated labels to keep, e.g. car,pedestrian")] = None,
-) -> DetectResponse:
-    """Detect objects; boxes are in the original image's pixels (after EXIF orientation)."""
+) -> DetectResponse | DetectBatchResponse:
+    """Detect objects; boxes are in the original image's pixels (after EXIF orientation). Several
+    ``image`` parts give ``{"results": [...]}``, one per image in order."""
     params = DetectParams(conf=conf, iou=iou, max_det=max_det, classes=_classes(detector, classes))
-    data = await image.read()
-    return await offload(_run, detector, data, settings.max_pixels, params)
+    blobs = await read_images(image, settings.max_images)
+    results = await engine.run_all([_detect(detector, data, settings.max_pixels, params) for data in blobs])
+    return results[0] if len(results) == 1 else DetectBatchResponse(results=results)

@@ -7,13 +7,15 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 
-from app.api.deps import FacesDep, FacesEmbedDep, GalleryDep, OffloadDep, SettingsDep
+from app.api.deps import EngineDep, FacesDep, FacesEmbedDep, GalleryDep, SettingsDep
+from app.api.images import ImageFiles, read_images
 from app.errors import InvalidRequest
 from app.faces import Face, FaceAnalyzer
 from app.gallery import Gallery
 from app.imaging import decode_image
-from app.schemas import (Box, ErrorResponse, FaceOut, FacesDetectResponse, IdentifiedFace, IdentifyResponse,
-                         IdentityOut, ImageSize, MatchOut, ModelRef, VerifyResponse)
+from app.pipeline import Steps
+from app.schemas import (Box, ErrorResponse, FaceOut, FacesDetectBatchResponse, FacesDetectResponse, IdentifiedFace,
+                         IdentifyResponse, IdentityOut, ImageSize, MatchOut, ModelRef, VerifyResponse)
 
 router = APIRouter(tags=["faces"])
 
@@ -33,9 +35,9 @@ def no_face(which: str) -> InvalidRequest:
                           code="no_face")
 
 
-def _detect(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float) -> FacesDetectResponse:
+def _detect(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float) -> Steps[FacesDetectResponse]:
     image = decode_image(data, max_pixels)
-    found = faces.detect(image.rgb, conf)
+    found = yield from faces.detect_steps(image.rgb, conf)
     meta = faces.detector.meta
     return FacesDetectResponse(model=ModelRef(name=meta.name, version=meta.version),
                                image=ImageSize(width=image.width, height=image.height),
@@ -43,19 +45,19 @@ def _detect(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float) -> F
 
 
 def largest_face(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float, which: str
-                 ) -> tuple[Face, np.ndarray]:
+                 ) -> Steps[tuple[Face, np.ndarray]]:
     """The photo's largest face and its embedding; 422 ``no_face`` when there is none."""
     image = decode_image(data, max_pixels)
-    found = faces.detect(image.rgb, conf)
+    found = yield from faces.detect_steps(image.rgb, conf)
     if not found:
         raise no_face(which)
     face = max(found, key=lambda f: f.area)
-    return face, faces.embed(image.rgb, [face])[0]
+    embeddings = yield from faces.embed_steps(image.rgb, [face])
+    return face, embeddings[0]
 
 
-def _verify(faces: FaceAnalyzer, first: bytes, second: bytes, max_pixels: int, conf: float) -> VerifyResponse:
-    f1, e1 = largest_face(faces, first, max_pixels, conf, "image1")
-    f2, e2 = largest_face(faces, second, max_pixels, conf, "image2")
+def _verdict(faces: FaceAnalyzer, first: tuple[Face, np.ndarray], second: tuple[Face, np.ndarray]) -> VerifyResponse:
+    (f1, e1), (f2, e2) = first, second
     similarity = float(np.dot(e1, e2))
     distance = max(0.0, 2.0 - 2.0 * similarity)
     embedder = faces.embedder
@@ -68,13 +70,14 @@ def _verify(faces: FaceAnalyzer, first: bytes, second: bytes, max_pixels: int, c
 
 
 def _identify(faces: FaceAnalyzer, gallery: Gallery, data: bytes, max_pixels: int, conf: float, top_k: int,
-              threshold: float | None, fpir: float) -> IdentifyResponse:
+              threshold: float | None, fpir: float) -> Steps[IdentifyResponse]:
     if threshold is None:
         assert faces.embedder is not None  # FacesEmbedDep guarantees it
         threshold = faces.embedder.identification_threshold(gallery.searchable_faces, fpir)
     image = decode_image(data, max_pixels)
-    found = faces.detect(image.rgb, conf)
-    matches = gallery.search(faces.embed(image.rgb, found), top_k) if found else []
+    found = yield from faces.detect_steps(image.rgb, conf)
+    embeddings = yield from faces.embed_steps(image.rgb, found)
+    matches = gallery.search(embeddings, top_k) if found else []
     out = []
     for face, ranked in zip(found, matches):
         best = ranked[0] if ranked and ranked[0].distance <= threshold else None
@@ -86,24 +89,28 @@ def _identify(faces: FaceAnalyzer, gallery: Gallery, data: bytes, max_pixels: in
     return IdentifyResponse(threshold=round(threshold, 5), faces=out)
 
 
-@router.post("/faces/detect", response_model=FacesDetectResponse, responses=ERRORS)
-async def faces_detect(faces: FacesDep, settings: SettingsDep, offload: OffloadDep, image: ImageFile,
-                       conf: Conf = 0.5) -> FacesDetectResponse:
-    """Every face in the photo with its box, score and 5 landmarks, in original-image pixels."""
-    data = await image.read()
-    return await offload(_detect, faces, data, settings.max_pixels, conf)
+@router.post("/faces/detect", response_model=FacesDetectResponse | FacesDetectBatchResponse, responses=ERRORS)
+async def faces_detect(faces: FacesDep, settings: SettingsDep, engine: EngineDep, image: ImageFiles,
+                       conf: Conf = 0.5) -> FacesDetectResponse | FacesDetectBatchResponse:
+    """Every face in the photo with its box, score and 5 landmarks, in original-image pixels. Several
+    ``image`` parts give ``{"results": [...]}``, one per image in order."""
+    blobs = await read_images(image, settings.max_images)
+    results = await engine.run_all([_detect(faces, data, settings.max_pixels, conf) for data in blobs])
+    return results[0] if len(results) == 1 else FacesDetectBatchResponse(results=results)
 
 
 @router.post("/verify", response_model=VerifyResponse, responses=ERRORS)
-async def verify(faces: FacesEmbedDep, settings: SettingsDep, offload: OffloadDep,
+async def verify(faces: FacesEmbedDep, settings: SettingsDep, engine: EngineDep,
                  image1: ImageFile, image2: ImageFile, conf: Conf = 0.5) -> VerifyResponse:
     """Are the largest faces of the two photos the same person (1:1)?"""
     first, second = await image1.read(), await image2.read()
-    return await offload(_verify, faces, first, second, settings.max_pixels, conf)
+    found = await engine.run_all([largest_face(faces, first, settings.max_pixels, conf, "image1"),
+                                  largest_face(faces, second, settings.max_pixels, conf, "image2")], name_images=False)
+    return _verdict(faces, *found)
 
 
 @router.post("/identify", response_model=IdentifyResponse, responses=ERRORS)
-async def identify(faces: FacesEmbedDep, gallery: GalleryDep, settings: SettingsDep, offload: OffloadDep,
+async def identify(faces: FacesEmbedDep, gallery: GalleryDep, settings: SettingsDep, engine: EngineDep,
                    image: ImageFile, conf: Conf = 0.5,
                    top_k: Annotated[int, Query(ge=1, le=100, description="subjects returned per face")] = 5,
                    threshold: Annotated[float | None, Query(ge=0.0, le=4.0, description=(
@@ -113,5 +120,5 @@ async def identify(faces: FacesEmbedDep, gallery: GalleryDep, settings: Settings
     The default threshold holds the false-positive identification rate (``SIGHTLINE_IDENTIFY_FPIR``)
     for the gallery's size, so it tightens as more faces are enrolled."""
     data = await image.read()
-    return await offload(_identify, faces, gallery, data, settings.max_pixels, conf, top_k, threshold,
-                         settings.identify_fpir)
+    return await engine.run(_identify(faces, gallery, data, settings.max_pixels, conf, top_k, threshold,
+                                      settings.identify_fpir))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import RegistryDep
 from app.errors import error_response
@@ -19,8 +20,10 @@ async def healthz() -> Status:
 
 
 @router.get("/readyz", response_model=Status, responses={503: {"description": "models still loading"}})
-async def readyz(registry: RegistryDep) -> Status | JSONResponse:
-    """200 once every model is loaded, 503 before."""
+async def readyz(request: Request, registry: RegistryDep) -> Status | JSONResponse:
+    """200 once every model is loaded; 503 before, and from the moment a shutdown (SIGTERM) begins."""
+    if request.app.state.draining:
+        return error_response(503, "shutting_down", "the server is shutting down; requests in flight finish")
     if registry.error:
         return error_response(503, registry.error_code, registry.error_message)
     if not registry.ready:
@@ -35,3 +38,10 @@ async def models(registry: RegistryDep) -> ModelsResponse:
         ModelInfo(name=m.meta.name, task=m.meta.task, version=m.meta.version, file=m.path.name,
                   execution_provider=m.provider, metadata=m.raw_metadata)
         for m in registry.describe()])
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests and latency by endpoint and status, batch sizes, queue depth and
+    inference time by model, requests refused by reason."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,14 +6,16 @@ import base64
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.deps import OffloadDep, SegmenterDep, SettingsDep
+from app.api.deps import EngineDep, SegmenterDep, SettingsDep
+from app.api.images import ImageFiles, read_images
 from app.errors import InvalidRequest
 from app.imaging import decode_image
-from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentClass, SegmentResponse,
-                         SegmentTimings)
+from app.pipeline import Steps
+from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentBatchResponse, SegmentClass,
+                         SegmentResponse, SegmentTimings)
 from app.segmenter import Segmenter
 from app.vision.masks import class_pixels, encode_png, encode_rle, overlay_jpeg
 
@@ -29,12 +31,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _run(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool
-         ) -> SegmentResponse | Response:
+def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool
+             ) -> Steps[SegmentResponse | Response]:
     t0 = time.perf_counter()
     image = decode_image(data, max_pixels)
     decode_ms = (time.perf_counter() - t0) * 1000
-    result = segmenter.segment(image.rgb)
+    result = yield from segmenter.segment_steps(image.rgb)
     t1 = time.perf_counter()
     meta = segmenter.meta
     if fmt == "png":
@@ -58,21 +60,26 @@ def _run(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool
                                   encode=round((time.perf_counter() - t1) * 1000, 3)))
 
 
-@router.post("/segment", response_model=SegmentResponse, responses={**ERRORS, **IMAGE_RESPONSES})
+@router.post("/segment", response_model=SegmentResponse | SegmentBatchResponse,
+             responses={**ERRORS, **IMAGE_RESPONSES})
 async def segment(
     segmenter: SegmenterDep,
     settings: SettingsDep,
-    offload: OffloadDep,
-    image: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP or GIF")],
+    engine: EngineDep,
+    image: ImageFiles,
     format: Annotated[Literal["json", "png"], Query(
         description="json: classes and the mask as base64 PNG; png: the class-id mask itself")] = "json",
     rle: Annotated[bool, Query(description="json only: add COCO RLE of each class present")] = False,
     overlay: Annotated[bool, Query(description="a JPEG of the photo with the classes in their colours: a field "
                                                "of the JSON, or the whole answer with format=png")] = False,
-) -> SegmentResponse | Response:
-    """Segment the photo; the mask has the original image's size (after EXIF orientation)."""
+) -> SegmentResponse | SegmentBatchResponse | Response:
+    """Segment the photo; the mask has the original image's size (after EXIF orientation). Several
+    ``image`` parts (format=json) give ``{"results": [...]}``, one per image in order."""
     if rle and format != "json":
         raise InvalidRequest("rle=true adds run-length encodings to the JSON answer; use it with format=json")
-    data = await image.read()
-    return await offload(_run, segmenter, data, settings.max_pixels, format, rle, overlay)
-
+    if format == "png" and len(image) > 1:
+        raise InvalidRequest("format=png answers one image; send several images with format=json")
+    blobs = await read_images(image, settings.max_images)
+    results = await engine.run_all([_segment(segmenter, data, settings.max_pixels, format, rle, overlay)
+                                    for data in blobs])
+    return results[0] if len(results) == 1 else SegmentBatchResponse(results=results)  # type: ignore[arg-type]

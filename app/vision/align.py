@@ -42,12 +42,22 @@ def mirror_average(points: np.ndarray, flipped: np.ndarray, width: int) -> np.nd
     return (np.asarray(points, dtype=np.float32) + mirror_points(flipped, width)) / 2
 
 
+def with_mirror(crops: np.ndarray) -> np.ndarray:
+    """``(B, S, S, 3)`` crops followed by their mirror images: the one batch a flip test reads."""
+    return np.concatenate([crops, crops[:, :, ::-1]])
+
+
+def average_mirror_reading(points: np.ndarray, width: int) -> np.ndarray:
+    """Points read on ``with_mirror(crops)`` (``(2B, 5, 2)`` in crop pixels) → the two readings of
+    each crop averaged (the landmark model's flip test)."""
+    n = len(points) // 2
+    return mirror_average(points[:n], points[n:], width)
+
+
 def read_with_mirror(read: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.ndarray:
     """``read`` (``(B, S, S, 3)`` crops → ``(B, 5, 2)`` points in crop pixels) on the crops and on their
-    mirror images in one batch; the two readings averaged (the landmark model's flip test)."""
-    n, width = len(crops), crops.shape[2]
-    points = read(np.concatenate([crops, crops[:, :, ::-1]]))
-    return mirror_average(points[:n], points[n:], width)
+    mirror images in one batch; the two readings averaged."""
+    return average_mirror_reading(read(with_mirror(crops)), crops.shape[2])
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -56,14 +66,19 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def sum_mirror_embeddings(embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings of ``with_mirror(crops)`` (``(2B, D)``) → each crop's two unit embeddings summed and
+    scaled back to unit length (the embedder's flip test: the template is symmetric, so a mirrored
+    aligned crop is the aligned crop of the mirrored face)."""
+    out = unit(embeddings)
+    n = len(out) // 2
+    return unit(out[:n] + out[n:])
+
+
 def embed_with_mirror(embed: Callable[[np.ndarray], np.ndarray], crops: np.ndarray) -> np.ndarray:
     """``embed`` (``(B, S, S, 3)`` aligned crops → ``(B, D)`` embeddings) on the crops and on their
-    mirror images in one batch; the unit embeddings summed and scaled back to unit length (the
-    embedder's flip test: the template is symmetric, so a mirrored aligned crop is the aligned crop of
-    the mirrored face)."""
-    n = len(crops)
-    out = unit(embed(np.concatenate([crops, crops[:, :, ::-1]])))
-    return unit(out[:n] + out[n:])
+    mirror images in one batch, summed (``sum_mirror_embeddings``)."""
+    return sum_mirror_embeddings(embed(with_mirror(crops)))
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

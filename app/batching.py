@@ -1,0 +1,210 @@
+"""Cross-request dynamic batching, one batcher per model.
+
+A request's preprocessed tensor (one or more rows: one image, or the faces of one photo) waits in
+the model's queue; the batcher's worker takes the oldest request, then waits up to ``max_delay``
+for more until ``max_batch`` rows are in, runs ONNX Runtime once on the rows stacked (off the event
+loop, on the model's own inference thread) and hands every request its slice. Every model's inputs
+share one shape after letterbox or alignment, so any requests can share a batch.
+
+Backpressure: the queue is bounded (``max_queue`` requests); a request finding it full is refused
+at once (``Overloaded``: 503 with ``Retry-After``); one whose deadline has passed while it waited is
+refused before inference (``DeadlineExceeded``); one whose caller went away (its future cancelled:
+the client disconnected) is dropped without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.errors import Unavailable
+
+log = logging.getLogger("sightline.batching")
+
+# When the request being served must be answered by (``time.monotonic()`` seconds); set per request by
+# ``app.observability.RequestMiddleware``; None: no deadline.
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
+
+
+class Overloaded(Unavailable):
+    def __init__(self, model: str, retry_after_s: int) -> None:
+        super().__init__(f"the {model} queue is full; retry in {retry_after_s} s", code="overloaded",
+                         headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(Unavailable):
+    def __init__(self, model: str, waited_ms: float) -> None:
+        super().__init__(f"the request waited {waited_ms:.0f} ms for the {model} model, past its deadline; "
+                         "it was not run (SIGHTLINE_REQUEST_TIMEOUT_MS)", code="deadline_exceeded",
+                         headers={"Retry-After": "1"})
+
+
+class ShuttingDown(Unavailable):
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another instance", code="shutting_down",
+                         headers={"Retry-After": "1"})
+
+
+class BatchObserver:
+    """What a batcher reports (``app.observability.Metrics`` records it); this one records nothing."""
+
+    def register(self, model: str) -> None: ...
+
+    def queue_depth(self, model: str, depth: int) -> None: ...
+
+    def batch(self, model: str, rows: int, requests: int, seconds: float) -> None: ...
+
+    def rejected(self, model: str, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    rows: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued: float                       # loop time
+    deadline: float | None                # time.monotonic() seconds
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch: int = 16          # rows per ONNX Runtime call; 1 turns batching off
+    max_delay_ms: float = 3.0    # how long the oldest request waits for company
+    max_queue: int = 64          # requests waiting per model before new ones get 503
+    retry_after_s: int = 1       # what a refused request is told
+
+
+class DynamicBatcher:
+    """Batches ``run`` (``(B, ...) float32 → (B, ...)``) across concurrent ``infer`` calls."""
+
+    def __init__(self, name: str, run: Callable[[np.ndarray], np.ndarray], settings: BatchSettings,
+                 observer: BatchObserver | None = None) -> None:
+        if settings.max_batch < 1 or settings.max_queue < 1 or settings.max_delay_ms < 0:
+            raise ValueError(f"bad batch settings {settings}")
+        self.name, self.run, self.settings = name, run, settings
+        self.observer = observer or BatchObserver()
+        self.observer.register(name)
+        self._pending: deque[_Request] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        # one inference thread per model: ONNX Runtime parallelises inside a run (intra-op threads)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self.batches = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._worker is None:
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse whatever still waits (in-flight requests have finished by now), end the worker."""
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        while self._pending:
+            req = self._pending.popleft()
+            if not req.future.done():
+                req.future.set_exception(ShuttingDown())
+        self._thread.shutdown(wait=True)
+
+    # -- requests ------------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    async def infer(self, rows: np.ndarray) -> np.ndarray:
+        """``rows (n, ...)`` through the model, batched with other requests' rows."""
+        if self._worker is None or self._wakeup is None:
+            raise ShuttingDown()
+        if len(self._pending) >= self.settings.max_queue:
+            self.observer.rejected(self.name, "queue_full")
+            raise Overloaded(self.name, self.settings.retry_after_s)
+        loop = asyncio.get_running_loop()
+        req = _Request(rows, loop.create_future(), loop.time(), request_deadline.get())
+        self._pending.append(req)
+        self.observer.queue_depth(self.name, len(self._pending))
+        self._wakeup.set()
+        return await req.future   # cancelled with the request (client gone): the worker skips it
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _live_rows(self) -> int:
+        return sum(len(r.rows) for r in self._pending if not r.future.done())
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        delay = self.settings.max_delay_ms / 1000.0
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # wait for company: until max_batch rows wait, or the oldest has waited max_delay
+            if self.settings.max_batch > 1:
+                while self._live_rows() < self.settings.max_batch:
+                    remaining = self._pending[0].enqueued + delay - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        break
+            batch = self._take()
+            self.observer.queue_depth(self.name, len(self._pending))
+            if batch:
+                await self._run(batch, loop)
+
+    def _take(self) -> list[_Request]:
+        """The oldest waiting requests up to ``max_batch`` rows (a request larger than that runs
+        alone); gone and expired ones are answered here and never run."""
+        batch: list[_Request] = []
+        rows, now = 0, time.monotonic()
+        while self._pending:
+            req = self._pending[0]
+            if req.future.done():                       # cancelled: the client went away
+                self._pending.popleft()
+                self.observer.rejected(self.name, "client_gone")
+                continue
+            if req.deadline is not None and now > req.deadline:
+                self._pending.popleft()
+                self.observer.rejected(self.name, "deadline_exceeded")
+                waited = (asyncio.get_running_loop().time() - req.enqueued) * 1000
+                req.future.set_exception(DeadlineExceeded(self.name, waited))
+                continue
+            if batch and rows + len(req.rows) > self.settings.max_batch:
+                break
+            batch.append(self._pending.popleft())
+            rows += len(req.rows)
+        return batch
+
+    async def _run(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        stacked = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
+        started = time.perf_counter()
+        try:
+            out = await loop.run_in_executor(self._thread, self.run, stacked)
+        except Exception as exc:  # the model failed: every request of the batch hears it
+            log.exception("%s: inference failed on a batch of %d rows", self.name, len(stacked))
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.observer.batch(self.name, len(stacked), len(batch), time.perf_counter() - started)
+        start = 0
+        for req in batch:
+            n = len(req.rows)
+            if not req.future.done():
+                req.future.set_result(out[start:start + n])
+            start += n

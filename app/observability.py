@@ -1,0 +1,125 @@
+"""Request plumbing that every route shares, as one pure ASGI middleware, and the Prometheus metrics.
+
+``RequestMiddleware``, per HTTP request:
+- sets the request's deadline (``SIGHTLINE_REQUEST_TIMEOUT_MS`` from arrival), which the batchers
+  enforce before inference;
+- once the request body has been read, listens for the client going away and then cancels the
+  request's work, so that its queued model runs are dropped (the batcher skips cancelled requests);
+- counts the request and its latency by endpoint (the route's path template) and status.
+
+``Metrics`` holds the collectors in a registry of the app's own (``GET /metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.batching import BatchObserver, request_deadline
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+REJECT_REASONS = ("queue_full", "deadline_exceeded", "client_gone")
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+
+
+class Metrics(BatchObserver):
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("sightline_requests", "HTTP requests answered", ["method", "endpoint", "status"],
+                                registry=r)
+        self.latency = Histogram("sightline_request_duration_seconds", "HTTP request latency, arrival to answer",
+                                 ["method", "endpoint", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("sightline_requests_in_flight", "HTTP requests being served", registry=r)
+        self.batch_rows = Histogram("sightline_batch_size", "rows per model run (images, or faces)", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("sightline_batch_requests", "requests sharing one model run", ["model"],
+                                        buckets=BATCH_BUCKETS, registry=r)
+        self.depth = Gauge("sightline_queue_depth", "requests waiting for a model run", ["model"], registry=r)
+        self.inference = Histogram("sightline_inference_seconds", "ONNX Runtime time per model run", ["model"],
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.rejections = Counter("sightline_rejected", "requests refused or dropped before inference",
+                                  ["model", "reason"], registry=r)
+
+    # BatchObserver
+    def register(self, model: str) -> None:
+        """Every series of a model shows (at zero) from its start, before anything happens to it."""
+        self.depth.labels(model).set(0)
+        for reason in REJECT_REASONS:
+            self.rejections.labels(model, reason).inc(0)
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        self.depth.labels(model).set(depth)
+
+    def batch(self, model: str, rows: int, requests: int, seconds: float) -> None:
+        self.batch_rows.labels(model).observe(rows)
+        self.batch_requests.labels(model).observe(requests)
+        self.inference.labels(model).observe(seconds)
+
+    def rejected(self, model: str, reason: str) -> None:
+        self.rejections.labels(model, reason).inc()
+
+
+def _endpoint(scope: Scope) -> str:
+    """The matched route's path template (bounded label values), else ``unmatched``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float) -> None:
+        self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        request_deadline.set(started + self.timeout if self.timeout > 0 else None)
+        status = {"code": 500}
+        body_read = asyncio.Event()
+        watcher: asyncio.Task[Message] | None = None
+
+        async def watched_receive() -> Message:
+            nonlocal watcher
+            if watcher is not None:                    # the body is in: what comes next is the disconnect
+                return await asyncio.shield(watcher)
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                watcher = asyncio.ensure_future(receive())
+                body_read.set()
+            return message
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        work = asyncio.ensure_future(self.app(scope, watched_receive, counted_send))
+        body_wait = asyncio.ensure_future(body_read.wait())
+        gone = False
+        try:
+            await asyncio.wait({work, body_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and watcher is not None:
+                await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not work.done() and watcher.result().get("type") == "http.disconnect":
+                    gone = True                        # the client went away: drop its work
+                    work.cancel()
+            try:
+                await work
+            except asyncio.CancelledError:
+                if not gone:
+                    raise
+                status["code"] = 499                   # nginx's "client closed request"; nothing is sent
+        finally:
+            for task in (work, body_wait, watcher):
+                if task is not None and not task.done():
+                    task.cancel()
+            self.metrics.in_flight.dec()
+            labels = (scope.get("method", ""), _endpoint(scope), str(status["code"]))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.monotonic() - started)

@@ -1,0 +1,166 @@
+"""Section 9: the serving runtime. One run, one machine, loopback, 640x480 JPEGs on ``POST /detect``:
+
+- closed-loop clients at each concurrency against the server as configured (dynamic batching) and
+  the same server with batching off (``SIGHTLINE_MAX_BATCH=1``): images/s, p50 and p99 latency,
+  and the mean batch the batcher formed (from ``/metrics``);
+- the raw ONNX Runtime upper bound: the detector alone on preprocessed tensors, at the batch sizes
+  the batcher formed, in this process;
+- overload: open-loop arrivals at ``overload_factor`` x the batched server's throughput at 16
+  clients; the latency of the requests admitted against the unloaded p99, and how fast the rest
+  are refused;
+- a soak: the batched server under load for ``soak_seconds``, its resident memory sampled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from app.detector import ObjectDetector
+from app.imaging import decode_image
+from app.settings import Settings
+from bench.http_load import bench_level
+from bench.inference import bench_raw
+from bench.server import Server, uvicorn_server
+from bench.stats import summarize_ms
+
+_SAMPLE = re.compile(r'^(sightline_batch_size_(?:sum|count))\{model="detector"\} ([0-9.e+]+)$', re.M)
+
+
+def batch_totals(server: Server) -> tuple[float, float]:
+    """``(rows, runs)`` of the detector's batcher so far, from ``/metrics``."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    found = dict(_SAMPLE.findall(text))
+    return float(found.get("sightline_batch_size_sum", 0)), float(found.get("sightline_batch_size_count", 0))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_levels(server: Server, jpegs: list[bytes], clients: tuple[int, ...], seconds: float,
+                   warmup_s: float) -> list[dict]:
+    levels = []
+    for c in clients:
+        rows0, runs0 = batch_totals(server)
+        level = bench_level(server, jpegs, c, seconds, warmup_s)
+        rows1, runs1 = batch_totals(server)
+        level["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 0.0   # warm-up included
+        levels.append(level)
+    return levels
+
+
+async def _open_loop(base_url: str, jpegs: list[bytes], rate: float, seconds: float) -> list[tuple[float, int]]:
+    """Requests sent at ``rate`` per second whatever the answers: ``(latency s, status)`` each."""
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+    out: list[tuple[float, int]] = []
+
+    async def one(client: httpx.AsyncClient, data: bytes) -> None:
+        t0 = time.perf_counter()
+        try:
+            r = await client.post("/detect", files={"image": ("x.jpg", data, "image/jpeg")})
+            status = r.status_code
+        except httpx.TransportError:
+            status = 0
+        out.append((time.perf_counter() - t0, status))
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) as client:
+        start, tasks = time.perf_counter(), []
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(client, jpegs[i % len(jpegs)])))
+        await asyncio.gather(*tasks)
+    return out
+
+
+def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) -> dict:
+    samples = asyncio.run(_open_loop(server.base_url, jpegs, rate, seconds))
+    ok = [t for t, s in samples if s == 200]
+    refused = [t for t, s in samples if s == 503]
+    return {"rate_per_s": rate, "seconds": seconds, "sent": len(samples), "ok": len(ok), "refused": len(refused),
+            "other": len(samples) - len(ok) - len(refused), "admitted_latency": summarize_ms(ok),
+            "refused_latency": summarize_ms(refused)}
+
+
+async def _soak_load(base_url: str, jpegs: list[bytes], clients: int, seconds: float, pid: int,
+                     every: float) -> list[tuple[float, float]]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    samples: list[tuple[float, float]] = []
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+
+    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
+        i = k
+        while time.perf_counter() < deadline:
+            await client.post("/detect", files={"image": ("x.jpg", jpegs[i % len(jpegs)], "image/jpeg")})
+            i += clients
+
+    async def sampler() -> None:
+        while time.perf_counter() < deadline:
+            samples.append((time.perf_counter() - t0, rss_mb(pid)))
+            await asyncio.sleep(every)
+        samples.append((time.perf_counter() - t0, rss_mb(pid)))
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) as client:
+        await asyncio.gather(sampler(), *(client_loop(client, k) for k in range(clients)))
+    return samples
+
+
+def soak(server: Server, jpegs: list[bytes], clients: int, seconds: float) -> dict:
+    every = max(1.0, seconds / 60)
+    samples = asyncio.run(_soak_load(server.base_url, jpegs, clients, seconds, server.pid, every))
+    t = np.array([s[0] for s in samples])
+    mb = np.array([s[1] for s in samples])
+    half = len(mb) // 2
+    slope = float(np.polyfit(t[half:], mb[half:], 1)[0] * 60) if len(mb) >= 4 else 0.0
+    return {"clients": clients, "seconds": seconds, "rss_mb_start": float(mb[0]), "rss_mb_end": float(mb[-1]),
+            "rss_mb_max": float(mb.max()), "rss_mb_after_first_minute": float(mb[t >= min(60.0, t[-1])][0]),
+            "rss_mb_per_min_second_half": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
+
+
+def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
+                  overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
+    t0 = time.perf_counter()
+    modes = {}
+    for mode, env in (("batched", {}), ("unbatched", {"SIGHTLINE_MAX_BATCH": "1"})):
+        with uvicorn_server(models_dir, settings=env) as server:
+            modes[mode] = {"levels": measure_levels(server, jpegs, clients, seconds, warmup_s)}
+            if mode == "batched":
+                top = next(x for x in modes[mode]["levels"] if x["clients"] == 16) \
+                    if 16 in clients else modes[mode]["levels"][-1]
+                rate = overload_factor * top["images_per_s"]
+                modes[mode]["overload"] = overload(server, jpegs, rate, overload_seconds)
+                modes[mode]["soak"] = soak(server, jpegs, 16, soak_seconds) if soak_seconds > 0 else None
+    settings = Settings()
+    detector = ObjectDetector.load(models_dir / "detector.onnx", settings)
+    tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
+    sizes = sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in modes["batched"]["levels"])})
+    raw = {b: bench_raw(detector, tensors, b, max(20, 400 // b), 3) for b in sizes}
+    for level in modes["batched"]["levels"]:
+        level["raw_images_per_s_at_mean_batch"] = raw[max(1, math.ceil(level["mean_batch"]))]["images_per_s"]
+    return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
+                         "max_queue": settings.max_queue, "request_timeout_ms": settings.request_timeout_ms,
+                         "worker_threads": settings.worker_threads, "intra_op_threads": settings.intra_op_threads},
+            "seconds": seconds, "warmup_s": warmup_s, **modes, "raw": list(raw.values()),
+            "elapsed_s": time.perf_counter() - t0}
+
+
+def runtime_ratios(r: dict) -> dict:
+    """At 16 clients (or the top level): batched against raw ONNX Runtime and against unbatched."""
+    def at(levels: list[dict]) -> dict:
+        return next((x for x in levels if x["clients"] == 16), levels[-1])
+
+    b, u = at(r["batched"]["levels"]), at(r["unbatched"]["levels"])
+    return {"clients": b["clients"], "batched_over_raw": b["images_per_s"] / b["raw_images_per_s_at_mean_batch"],
+            "batched_over_unbatched": b["images_per_s"] / u["images_per_s"]}

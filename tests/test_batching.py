@@ -1,0 +1,229 @@
+"""The dynamic batcher against a fake model: answers go to the right requests, batches stay within
+``max_batch``, a lone request waits about ``max_delay``, a full queue refuses at once, an expired
+request never runs, a cancelled one is dropped; and the pipeline drivers agree."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batching import BatchObserver, BatchSettings, DeadlineExceeded, DynamicBatcher, Overloaded, request_deadline
+from app.pipeline import Engine, Infer, run_steps
+
+
+class FakeModel:
+    """``run``: each row's value times 10, plus the batch's size in the second column; remembers the
+    batches, and can be held (``gate``) to let a queue build up."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.path = "fake.onnx"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.started.set()
+        self.gate.wait(5)
+        self.batches.append(batch.copy())
+        return np.stack([batch[:, 0] * 10, np.full(len(batch), len(batch), np.float32)], axis=1)
+
+
+class Recorder(BatchObserver):
+    def __init__(self) -> None:
+        self.rejections: list[str] = []
+        self.sizes: list[int] = []
+
+    def batch(self, model: str, rows: int, requests: int, seconds: float) -> None:
+        self.sizes.append(rows)
+
+    def rejected(self, model: str, reason: str) -> None:
+        self.rejections.append(reason)
+
+
+def rows(*values: float) -> np.ndarray:
+    return np.array([[v, 0.0] for v in values], np.float32)
+
+
+async def started(model: FakeModel, settings: BatchSettings, observer: BatchObserver | None = None) -> DynamicBatcher:
+    batcher = DynamicBatcher("fake", model.run, settings, observer)
+    batcher.start()
+    return batcher
+
+
+def test_answers_go_back_to_their_requests_in_batches_within_max_batch():
+    async def main():
+        model, seen = FakeModel(), Recorder()
+        batcher = await started(model, BatchSettings(max_batch=8, max_delay_ms=20, max_queue=100), seen)
+        # 60 requests of 1 to 3 rows each, all at once
+        requests = [rows(*[1000 * i + k for k in range(1 + i % 3)]) for i in range(60)]
+        answers = await asyncio.gather(*(batcher.infer(r) for r in requests))
+        await batcher.stop()
+        return model, seen, requests, answers
+
+    model, seen, requests, answers = asyncio.run(main())
+    for request, answer in zip(requests, answers):
+        np.testing.assert_array_equal(answer[:, 0], request[:, 0] * 10)   # its own rows, in order
+    assert max(len(b) for b in model.batches) <= 8
+    assert sum(len(b) for b in model.batches) == sum(len(r) for r in requests)   # every row ran once
+    assert len(model.batches) < 30 and max(seen.sizes) >= 6                       # and they were shared
+
+
+def test_a_request_larger_than_max_batch_runs_alone():
+    async def main():
+        model = FakeModel()
+        batcher = await started(model, BatchSettings(max_batch=4, max_delay_ms=1))
+        out = await batcher.infer(rows(*range(10)))
+        await batcher.stop()
+        return model, out
+
+    model, out = asyncio.run(main())
+    assert [len(b) for b in model.batches] == [10]
+    np.testing.assert_array_equal(out[:, 0], np.arange(10) * 10)
+
+
+def test_a_lone_request_waits_about_max_delay():
+    async def main():
+        model = FakeModel()
+        batcher = await started(model, BatchSettings(max_batch=16, max_delay_ms=30))
+        await batcher.infer(rows(1))                      # warm the inference thread
+        t0 = time.perf_counter()
+        await batcher.infer(rows(2))
+        waited = time.perf_counter() - t0
+        await batcher.stop()
+        return waited
+
+    waited = asyncio.run(main())
+    assert 0.025 <= waited < 0.030 + 0.25     # it waits for company, but not much past max_delay
+
+
+def test_batching_off_runs_each_request_at_once():
+    async def main():
+        model = FakeModel()
+        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=500))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(batcher.infer(rows(i)) for i in range(5)))
+        waited = time.perf_counter() - t0
+        await batcher.stop()
+        return model, waited
+
+    model, waited = asyncio.run(main())
+    assert [len(b) for b in model.batches] == [1] * 5
+    assert waited < 0.25                                   # max_delay does not apply
+
+
+def test_a_full_queue_refuses_at_once_with_retry_after():
+    async def main():
+        model, seen = FakeModel(), Recorder()
+        model.gate.clear()                                 # the model is busy
+        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0, max_queue=3), seen)
+        first = asyncio.ensure_future(batcher.infer(rows(0)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        queued = [asyncio.ensure_future(batcher.infer(rows(i))) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        with pytest.raises(Overloaded) as refused:
+            await batcher.infer(rows(4))
+        refused_in = time.perf_counter() - t0
+        model.gate.set()
+        done = await asyncio.gather(first, *queued)
+        await batcher.stop()
+        return refused.value, refused_in, done, seen
+
+    exc, refused_in, done, seen = asyncio.run(main())
+    assert exc.status == 503 and exc.code == "overloaded" and exc.headers["Retry-After"] == "1"
+    assert refused_in < 0.05
+    assert [float(d[0, 0]) for d in done] == [0, 10, 20, 30]   # those admitted were all answered
+    assert seen.rejections == ["queue_full"]
+
+
+def test_a_request_past_its_deadline_is_refused_without_running():
+    async def main():
+        model, seen = FakeModel(), Recorder()
+        model.gate.clear()
+        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0), seen)
+        first = asyncio.ensure_future(batcher.infer(rows(0)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+
+        async def late():
+            request_deadline.set(time.monotonic() + 0.05)
+            return await batcher.infer(rows(7))
+
+        second = asyncio.ensure_future(late())
+        await asyncio.sleep(0.15)                          # the deadline passes while it waits
+        model.gate.set()
+        await first
+        with pytest.raises(DeadlineExceeded) as refused:
+            await second
+        await batcher.stop()
+        return model, refused.value, seen
+
+    model, exc, seen = asyncio.run(main())
+    assert exc.status == 503 and exc.code == "deadline_exceeded"
+    assert [b[:, 0].tolist() for b in model.batches] == [[0.0]]   # row 7 never ran
+    assert seen.rejections == ["deadline_exceeded"]
+
+
+def test_a_cancelled_request_is_dropped():
+    async def main():
+        model, seen = FakeModel(), Recorder()
+        model.gate.clear()
+        batcher = await started(model, BatchSettings(max_batch=4, max_delay_ms=0), seen)
+        first = asyncio.ensure_future(batcher.infer(rows(0)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        gone = asyncio.ensure_future(batcher.infer(rows(5)))      # its client disconnects
+        kept = asyncio.ensure_future(batcher.infer(rows(6)))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        model.gate.set()
+        await asyncio.gather(first, kept)
+        await batcher.stop()
+        return model, seen
+
+    model, seen = asyncio.run(main())
+    ran = sorted(v for b in model.batches for v in b[:, 0].tolist())
+    assert ran == [0.0, 6.0] and seen.rejections == ["client_gone"]
+
+
+def test_a_failing_model_fails_its_batch_only():
+    class Flaky(FakeModel):
+        def run(self, batch):
+            if (batch[:, 0] < 0).any():
+                raise RuntimeError("bad input")
+            return super().run(batch)
+
+    async def main():
+        model = Flaky()
+        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0))
+        with pytest.raises(RuntimeError):
+            await batcher.infer(rows(-1))
+        out = await batcher.infer(rows(3))
+        await batcher.stop()
+        return out
+
+    assert float(asyncio.run(main())[0, 0]) == 30.0
+
+
+def steps_doubling(model: FakeModel, value: float):
+    """A two-stage pipeline: CPU work, a model run, more CPU work, another run."""
+    first = yield Infer(model, rows(value))
+    second = yield Infer(model, rows(float(first[0, 0]) + 1))
+    return float(second[0, 0])
+
+
+def test_engine_and_plain_driver_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = FakeModel()
+    plain = [run_steps(steps_doubling(model, v)) for v in range(6)]
+
+    async def main():
+        engine = Engine(ThreadPoolExecutor(2), BatchSettings(max_batch=8, max_delay_ms=10))
+        engine.add(model, "fake")
+        out = await engine.run_all([steps_doubling(model, v) for v in range(6)])
+        await engine.stop()
+        return out
+
+    assert asyncio.run(main()) == plain == [(10 * v + 1) * 10 for v in range(6)]
