@@ -35,8 +35,8 @@ request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 class Overloaded(Unavailable):
-    def __init__(self, model: str, retry_after_s: int) -> None:
-        super().__init__(f"the {model} queue is full; retry in {retry_after_s} s", code="overloaded",
+    def __init__(self, what: str, retry_after_s: int) -> None:
+        super().__init__(f"{what}; retry in {retry_after_s} s", code="overloaded",
                          headers={"Retry-After": str(retry_after_s)})
 
 
@@ -78,6 +78,7 @@ class BatchSettings:
     max_batch: int = 16          # rows per ONNX Runtime call; 1 turns batching off
     max_delay_ms: float = 3.0    # how long the oldest request waits for company
     max_queue: int = 64          # requests waiting per model before new ones get 503
+    max_in_flight: int = 32      # images being served at once (decode to answer) before new ones get 503
     retry_after_s: int = 1       # what a refused request is told
 
 
@@ -85,10 +86,12 @@ class DynamicBatcher:
     """Batches ``run`` (``(B, ...) float32 → (B, ...)``) across concurrent ``infer`` calls."""
 
     def __init__(self, name: str, run: Callable[[np.ndarray], np.ndarray], settings: BatchSettings,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None, in_flight: Callable[[], int] | None = None) -> None:
+        """``in_flight``: how many requests the server is serving now, anywhere in their pipelines;
+        when all of them already wait here, nobody can join the batch and it runs at once."""
         if settings.max_batch < 1 or settings.max_queue < 1 or settings.max_delay_ms < 0:
             raise ValueError(f"bad batch settings {settings}")
-        self.name, self.run, self.settings = name, run, settings
+        self.name, self.run, self.settings, self.in_flight = name, run, settings, in_flight
         self.observer = observer or BatchObserver()
         self.observer.register(name)
         self._pending: deque[_Request] = deque()
@@ -130,7 +133,7 @@ class DynamicBatcher:
             raise ShuttingDown()
         if len(self._pending) >= self.settings.max_queue:
             self.observer.rejected(self.name, "queue_full")
-            raise Overloaded(self.name, self.settings.retry_after_s)
+            raise Overloaded(f"the {self.name} queue is full", self.settings.retry_after_s)
         loop = asyncio.get_running_loop()
         req = _Request(rows, loop.create_future(), loop.time(), request_deadline.get())
         self._pending.append(req)
@@ -142,6 +145,11 @@ class DynamicBatcher:
     def _live_rows(self) -> int:
         return sum(len(r.rows) for r in self._pending if not r.future.done())
 
+    def _company_possible(self) -> bool:
+        if self.in_flight is None:
+            return True
+        return self.in_flight() > sum(1 for r in self._pending if not r.future.done())
+
     async def _loop(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
@@ -150,9 +158,10 @@ class DynamicBatcher:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # wait for company: until max_batch rows wait, or the oldest has waited max_delay
+            # wait for company: until max_batch rows wait, the oldest has waited max_delay, or no
+            # other request is in flight that could join
             if self.settings.max_batch > 1:
-                while self._live_rows() < self.settings.max_batch:
+                while self._live_rows() < self.settings.max_batch and self._company_possible():
                     remaining = self._pending[0].enqueued + delay - loop.time()
                     if remaining <= 0:
                         break

@@ -92,7 +92,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.gallery = None
     app.state.draining = False
     app.state.engine = Engine(app.state.pool, BatchSettings(
-        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue),
+        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue,
+        max_in_flight=settings.max_in_flight),
         app.state.metrics)
     _drain_on_sigterm(app)
     loading = asyncio.create_task(_load(app))

@@ -13,22 +13,22 @@ is what is evaluated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from app.batching import BatchObserver, BatchSettings, DynamicBatcher
+from app.batching import BatchObserver, BatchSettings, DynamicBatcher, Overloaded
 from app.errors import ApiError
 
 T = TypeVar("T")
+R = TypeVar("R")
+ADMISSION = "admission"   # the metrics' model label for requests refused before any model
 
 
 class Runnable(Protocol):
-    path: Any
-
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
@@ -73,9 +73,12 @@ class Engine:
     def __init__(self, pool: Executor, settings: BatchSettings, observer: BatchObserver | None = None) -> None:
         self.pool, self.settings, self.observer = pool, settings, observer
         self.batchers: dict[int, DynamicBatcher] = {}
+        self.active = 0   # pipelines being driven now (a batcher waits for company only while others are)
+        if observer is not None:
+            observer.register(ADMISSION)
 
     def add(self, model: Runnable, name: str) -> DynamicBatcher:
-        batcher = DynamicBatcher(name, model.run, self.settings, self.observer)
+        batcher = DynamicBatcher(name, model.run, self.settings, self.observer, in_flight=lambda: self.active)
         self.batchers[id(model)] = batcher
         batcher.start()
         return batcher
@@ -84,19 +87,32 @@ class Engine:
         for batcher in self.batchers.values():
             await batcher.stop()
 
-    async def offload(self, fn: Any, *args: Any) -> Any:
+    async def offload(self, fn: Callable[..., R], *args: object) -> R:
+        """``fn(*args)`` on the thread pool (blocking work never runs on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def admit(self, images: int) -> None:
+        """Refuse at once (503 ``overloaded``, before any decoding) a request whose images would take
+        the server past ``max_in_flight``: under overload the queues stay short, so the requests
+        admitted are answered in time and the others learn it immediately. An idle server takes any
+        request, however many images it carries."""
+        if self.active and self.active + images > self.settings.max_in_flight:   # idle: anything goes
+            if self.observer is not None:
+                self.observer.rejected(ADMISSION, "queue_full")
+            raise Overloaded(f"the server is serving {self.active} images, its limit is "
+                             f"{self.settings.max_in_flight} (SIGHTLINE_MAX_IN_FLIGHT)", self.settings.retry_after_s)
 
     async def run_all(self, pipelines: list[Steps[T]], name_images: bool = True) -> list[T]:
         """Several pipelines at once (the images of one request), answers in order; their model runs
         share batches. The first to fail cancels the rest; with ``name_images``, its error says which
         image it was."""
+        self.admit(len(pipelines))
         if len(pipelines) == 1:
-            return [await self.run(pipelines[0])]
+            return [await self._drive(pipelines[0])]
 
         async def one(i: int, steps: Steps[T]) -> T:
             try:
-                return await self.run(steps)
+                return await self._drive(steps)
             except ApiError as exc:
                 if name_images:
                     exc.message = f"image {i + 1} of {len(pipelines)}: {exc.message}"
@@ -110,11 +126,19 @@ class Engine:
                 task.cancel()
 
     async def run(self, steps: Steps[T]) -> T:
-        """Drive ``steps``: CPU stretches on the pool, model runs through their batchers."""
+        """Admit, then drive ``steps``: CPU stretches on the pool, model runs through their batchers."""
+        self.admit(1)
+        return await self._drive(steps)
+
+    async def _drive(self, steps: Steps[T]) -> T:
         value: np.ndarray | None = None
-        while True:
-            step = await self.offload(_advance, steps, value)
-            if isinstance(step, _Done):
-                return step.value
-            batcher = self.batchers.get(id(step.model))
-            value = await batcher.infer(step.batch) if batcher else await self.offload(step.model.run, step.batch)
+        self.active += 1
+        try:
+            while True:
+                step = await self.offload(_advance, steps, value)
+                if isinstance(step, _Done):
+                    return step.value
+                batcher = self.batchers.get(id(step.model))
+                value = await batcher.infer(step.batch) if batcher else await self.offload(step.model.run, step.batch)
+        finally:
+            self.active -= 1

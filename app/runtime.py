@@ -47,6 +47,7 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     wanted = _providers(settings.device)
     try:

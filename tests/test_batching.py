@@ -22,7 +22,6 @@ class FakeModel:
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
-        self.path = "fake.onnx"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.started.set()
@@ -227,3 +226,24 @@ def test_engine_and_plain_driver_agree():
         return out
 
     assert asyncio.run(main()) == plain == [(10 * v + 1) * 10 for v in range(6)]
+
+
+@pytest.mark.parametrize("others", [0, 1])
+def test_it_waits_for_company_only_while_other_requests_are_in_flight(others):
+    async def main():
+        model = FakeModel()
+        batcher = DynamicBatcher("fake", model.run, BatchSettings(max_batch=8, max_delay_ms=200),
+                                 in_flight=lambda: 1 + others)
+        batcher.start()
+        await batcher.infer(rows(0))                   # warm the inference thread
+        t0 = time.perf_counter()
+        await batcher.infer(rows(1))
+        waited = time.perf_counter() - t0
+        await batcher.stop()
+        return waited
+
+    waited = asyncio.run(main())
+    if others:
+        assert waited >= 0.19                          # another request may join: it waits max_delay
+    else:
+        assert waited < 0.1                            # nobody else is in flight: it runs at once

@@ -108,6 +108,38 @@ def test_a_full_queue_is_503_with_retry_after_and_counted(tmp_path):
         assert 'sightline_rejected_total{model="detector",reason="queue_full"} 1.0' in text
 
 
+def test_past_max_in_flight_is_refused_before_any_work(tmp_path):
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_in_flight=2))
+    with TestClient(app) as c:
+        wait_ready(c)
+        batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
+        gate, running = threading.Event(), threading.Event()
+        real = batcher.run
+
+        def held(batch):
+            running.set()
+            gate.wait(10)
+            return real(batch)
+
+        batcher.run = held
+        with ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(c.post, "/detect", files=parts(PHOTOS[k])) for k in (0, 1)]
+            assert running.wait(10)
+            deadline = time.monotonic() + 10
+            while c.app.state.engine.active < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = c.post("/detect", files=parts(PHOTOS[2]))
+            refused_faces = c.post("/faces/detect", files=parts(PHOTOS[2]))    # the limit is the server's
+            gate.set()
+            assert [f.result().status_code for f in busy] == [200, 200]
+        for r in (refused, refused_faces):
+            assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded", r.text
+            assert r.headers["Retry-After"] == "1" and "SIGHTLINE_MAX_IN_FLIGHT" in r.json()["error"]["message"]
+        assert c.post("/detect", files=parts(*PHOTOS)).status_code == 200   # idle: 3 images pass a limit of 2
+        text = c.get("/metrics").text
+        assert 'sightline_rejected_total{model="admission",reason="queue_full"} 2.0' in text
+
+
 def test_metrics_expose_requests_batches_queues_and_rejections(client):
     client.post("/detect", files=parts(PHOTOS[0]))
     r = client.get("/metrics")
