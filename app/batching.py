@@ -78,7 +78,6 @@ class BatchSettings:
     max_batch: int = 16          # rows per ONNX Runtime call; 1 turns batching off
     max_delay_ms: float = 3.0    # how long the oldest request waits for company
     max_queue: int = 64          # requests waiting per model before new ones get 503
-    max_in_flight: int = 32      # images being served at once (decode to answer) before new ones get 503
     retry_after_s: int = 1       # what a refused request is told
 
 

@@ -92,8 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.gallery = None
     app.state.draining = False
     app.state.engine = Engine(app.state.pool, BatchSettings(
-        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue,
-        max_in_flight=settings.max_in_flight),
+        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue),
         app.state.metrics)
     _drain_on_sigterm(app)
     loading = asyncio.create_task(_load(app))
@@ -120,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMiddleware, metrics=app.state.metrics, timeout_ms=settings.request_timeout_ms)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics, timeout_ms=settings.request_timeout_ms,
+                       max_in_flight=settings.max_in_flight)
     app.include_router(health.router)
     app.include_router(detect.router)
     app.include_router(segment.router)

@@ -13,13 +13,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import BatchObserver, request_deadline
+from app.errors import error_body
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+ADMISSION = "admission"   # the model label of requests refused on arrival, before any model
 REJECT_REASONS = ("queue_full", "deadline_exceeded", "client_gone")
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 
@@ -70,13 +73,48 @@ def _endpoint(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, max_in_flight: int) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
+        self.max_in_flight, self.posts = max_in_flight, 0
+        metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """503 as soon as the headers are in: under overload, parsing uploads is itself the work that
+        would pile up. The body is read off the socket unparsed (up to 4 MB): a connection closed
+        with unread data is reset, and the client could lose the answer."""
+        self.metrics.rejections.labels(ADMISSION, "queue_full").inc()
+        drained = 0
+        while drained < 4 << 20:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = json.dumps(error_body("overloaded", f"the server is already serving its limit of {self.posts} "
+                                     "requests (SIGHTLINE_MAX_IN_FLIGHT); retry in 1 s")).encode()
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        labels = (scope.get("method", ""), "(refused on arrival)", "503")
+        self.metrics.requests.labels(*labels).inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "POST":
+            if self.posts >= self.max_in_flight:
+                await self._refuse(scope, receive, send)
+                return
+            self.posts += 1
+            try:
+                await self._serve(scope, receive, send)
+            finally:
+                self.posts -= 1
+        else:
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         request_deadline.set(started + self.timeout if self.timeout > 0 else None)
         status = {"code": 500}

@@ -20,12 +20,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from app.batching import BatchObserver, BatchSettings, DynamicBatcher, Overloaded
+from app.batching import BatchObserver, BatchSettings, DynamicBatcher
 from app.errors import ApiError
 
 T = TypeVar("T")
 R = TypeVar("R")
-ADMISSION = "admission"   # the metrics' model label for requests refused before any model
 
 
 class Runnable(Protocol):
@@ -74,8 +73,6 @@ class Engine:
         self.pool, self.settings, self.observer = pool, settings, observer
         self.batchers: dict[int, DynamicBatcher] = {}
         self.active = 0   # pipelines being driven now (a batcher waits for company only while others are)
-        if observer is not None:
-            observer.register(ADMISSION)
 
     def add(self, model: Runnable, name: str) -> DynamicBatcher:
         batcher = DynamicBatcher(name, model.run, self.settings, self.observer, in_flight=lambda: self.active)
@@ -91,22 +88,10 @@ class Engine:
         """``fn(*args)`` on the thread pool (blocking work never runs on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    def admit(self, images: int) -> None:
-        """Refuse at once (503 ``overloaded``, before any decoding) a request whose images would take
-        the server past ``max_in_flight``: under overload the queues stay short, so the requests
-        admitted are answered in time and the others learn it immediately. An idle server takes any
-        request, however many images it carries."""
-        if self.active and self.active + images > self.settings.max_in_flight:   # idle: anything goes
-            if self.observer is not None:
-                self.observer.rejected(ADMISSION, "queue_full")
-            raise Overloaded(f"the server is serving {self.active} images, its limit is "
-                             f"{self.settings.max_in_flight} (SIGHTLINE_MAX_IN_FLIGHT)", self.settings.retry_after_s)
-
     async def run_all(self, pipelines: list[Steps[T]], name_images: bool = True) -> list[T]:
         """Several pipelines at once (the images of one request), answers in order; their model runs
         share batches. The first to fail cancels the rest; with ``name_images``, its error says which
         image it was."""
-        self.admit(len(pipelines))
         if len(pipelines) == 1:
             return [await self._drive(pipelines[0])]
 
@@ -126,8 +111,7 @@ class Engine:
                 task.cancel()
 
     async def run(self, steps: Steps[T]) -> T:
-        """Admit, then drive ``steps``: CPU stretches on the pool, model runs through their batchers."""
-        self.admit(1)
+        """Drive ``steps``: CPU stretches on the pool, model runs through their batchers."""
         return await self._drive(steps)
 
     async def _drive(self, steps: Steps[T]) -> T:

@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(3.0, ge=0.0, le=1000.0, description=(
         "how long the oldest waiting request waits for others to share its batch"))
     max_queue: int = Field(64, ge=1, description="requests waiting per model; more get 503 with Retry-After")
-    max_in_flight: int = Field(32, ge=1, description=(
-        "images being served at once, from decoding to the answer; a request that would pass it gets 503 "
-        "with Retry-After at once, before any work"))
+    max_in_flight: int = Field(24, ge=1, description=(
+        "POST requests being served at once; one more is answered 503 with Retry-After as soon as its "
+        "headers arrive, before its body is read"))
     request_timeout_ms: float = Field(10_000.0, ge=0.0, description=(
         "a request still waiting for a model this long after it arrived gets 503 instead; 0 = no deadline"))
     drain_seconds: float = Field(0.0, ge=0.0, le=300.0, description=(

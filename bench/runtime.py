@@ -1,6 +1,7 @@
 """Section 9: the serving runtime. One run, one machine, loopback, 640x480 JPEGs on ``POST /detect``:
 
-- closed-loop clients at each concurrency against the server as configured (dynamic batching) and
+- closed-loop clients (``bench.rawhttp``: lean, so that the client leaves the cores to the server)
+  at each concurrency against the server as configured (dynamic batching) and
   the same server with batching off (``SIGHTLINE_MAX_BATCH=1``): images/s, p50 and p99 latency,
   and the mean batch the batcher formed (from ``/metrics``);
 - the raw ONNX Runtime upper bound: the detector alone on preprocessed tensors, at the batch sizes
@@ -17,6 +18,7 @@ import asyncio
 import math
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -25,9 +27,9 @@ import numpy as np
 from app.detector import ObjectDetector
 from app.imaging import decode_image
 from app.settings import Settings
-from bench.http_load import bench_level
 from bench.inference import bench_raw
-from bench.server import Server, uvicorn_server
+from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
+from bench.server import Server, process_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
 
 _SAMPLE = re.compile(r'^(sightline_batch_size_(?:sum|count))\{model="detector"\} ([0-9.e+]+)$', re.M)
@@ -47,79 +49,68 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _requests(server: Server, jpegs: list[bytes]) -> tuple[str, int, list[bytes]]:
+    host, port = server.base_url.removeprefix("http://").split(":")
+    return host, int(port), [multipart_post(host, int(port), "/detect", j) for j in jpegs]
+
+
+def _summary(results: list[Result], wall: float) -> dict:
+    ok = [r.seconds for r in results if r.status == 200]
+    return {"requests": len(results), "ok": len(ok),
+            "errors": dict(Counter(str(r.status) for r in results if r.status != 200)),
+            "images_per_s": len(ok) / wall, "latency": summarize_ms(ok)}
+
+
 def measure_levels(server: Server, jpegs: list[bytes], clients: tuple[int, ...], seconds: float,
                    warmup_s: float) -> list[dict]:
+    """Closed loop at each concurrency (``bench.rawhttp``), with the batcher's mean batch from /metrics."""
+    host, port, requests = _requests(server, jpegs)
     levels = []
     for c in clients:
+        if warmup_s > 0:
+            asyncio.run(closed_loop(host, port, requests, c, warmup_s))
         rows0, runs0 = batch_totals(server)
-        level = bench_level(server, jpegs, c, seconds, warmup_s)
+        cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
+        results = asyncio.run(closed_loop(host, port, requests, c, seconds))
+        wall = time.perf_counter() - t0
+        level = {"clients": c, **_summary(results, wall),
+                 "server_cpu_cores": (process_cpu_seconds(server.pid) - cpu0) / wall}
         rows1, runs1 = batch_totals(server)
-        level["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 0.0   # warm-up included
+        level["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 0.0
         levels.append(level)
     return levels
 
 
-async def _open_loop(base_url: str, jpegs: list[bytes], rate: float, seconds: float) -> list[tuple[float, int]]:
-    """Requests sent at ``rate`` per second whatever the answers: ``(latency s, status)`` each."""
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
-    out: list[tuple[float, int]] = []
-
-    async def one(client: httpx.AsyncClient, data: bytes) -> None:
-        t0 = time.perf_counter()
-        try:
-            r = await client.post("/detect", files={"image": ("x.jpg", data, "image/jpeg")})
-            status = r.status_code
-        except httpx.TransportError:
-            status = 0
-        out.append((time.perf_counter() - t0, status))
-
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) as client:
-        start, tasks = time.perf_counter(), []
-        for i in range(int(rate * seconds)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(client, jpegs[i % len(jpegs)])))
-        await asyncio.gather(*tasks)
-    return out
-
-
 def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) -> dict:
-    samples = asyncio.run(_open_loop(server.base_url, jpegs, rate, seconds))
-    ok = [t for t, s in samples if s == 200]
-    refused = [t for t, s in samples if s == 503]
-    return {"rate_per_s": rate, "seconds": seconds, "sent": len(samples), "ok": len(ok), "refused": len(refused),
-            "other": len(samples) - len(ok) - len(refused), "admitted_latency": summarize_ms(ok),
+    """Open-loop arrivals at ``rate``: the latency of those admitted and of those refused (503)."""
+    host, port, requests = _requests(server, jpegs)
+    results = asyncio.run(open_loop(host, port, requests, rate, seconds))
+    ok = [r.seconds for r in results if r.status == 200]
+    refused = [r.seconds for r in results if r.status == 503]
+    return {"rate_per_s": rate, "seconds": seconds, "sent": len(results), "ok": len(ok), "refused": len(refused),
+            "other": len(results) - len(ok) - len(refused), "admitted_latency": summarize_ms(ok),
             "refused_latency": summarize_ms(refused)}
 
 
-async def _soak_load(base_url: str, jpegs: list[bytes], clients: int, seconds: float, pid: int,
+async def _soak_load(host: str, port: int, requests: list[bytes], clients: int, seconds: float, pid: int,
                      every: float) -> list[tuple[float, float]]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     samples: list[tuple[float, float]] = []
     t0 = time.perf_counter()
-    deadline = t0 + seconds
-
-    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
-        i = k
-        while time.perf_counter() < deadline:
-            await client.post("/detect", files={"image": ("x.jpg", jpegs[i % len(jpegs)], "image/jpeg")})
-            i += clients
 
     async def sampler() -> None:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < t0 + seconds:
             samples.append((time.perf_counter() - t0, rss_mb(pid)))
             await asyncio.sleep(every)
         samples.append((time.perf_counter() - t0, rss_mb(pid)))
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) as client:
-        await asyncio.gather(sampler(), *(client_loop(client, k) for k in range(clients)))
+    await asyncio.gather(sampler(), closed_loop(host, port, requests, clients, seconds))
     return samples
 
 
 def soak(server: Server, jpegs: list[bytes], clients: int, seconds: float) -> dict:
+    host, port, requests = _requests(server, jpegs)
     every = max(1.0, seconds / 60)
-    samples = asyncio.run(_soak_load(server.base_url, jpegs, clients, seconds, server.pid, every))
+    samples = asyncio.run(_soak_load(host, port, requests, clients, seconds, server.pid, every))
     t = np.array([s[0] for s in samples])
     mb = np.array([s[1] for s in samples])
     half = len(mb) // 2

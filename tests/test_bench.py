@@ -35,6 +35,15 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
         assert [f["params"].get("format", "json") for f in formats] == ["json", "json", "png", "png"]
         assert all(f["latency"]["n"] == 2 and f["bytes_mean"] > 0 for f in formats)
         assert "### 8. HTTP `POST /segment`" in md.read_text()
+    rt = r["runtime"]
+    for mode in ("batched", "unbatched"):
+        levels = rt[mode]["levels"]
+        assert [x["clients"] for x in levels] == [1, 4] and all(x["ok"] > 0 for x in levels)
+        assert all(x["mean_batch"] >= 1 for x in levels)
+    assert all(x["mean_batch"] == 1 for x in rt["unbatched"]["levels"])        # batching off is off
+    assert rt["batched"]["overload"]["sent"] > 0 and len(rt["batched"]["soak"]["samples"]) >= 2
+    assert r["runtime_ratios"]["batched_over_raw"] > 0
+    assert "### 9. Serving runtime" in md.read_text() and "### 10. Serving runtime: targets" in md.read_text()
 
 
 def test_server_is_gone_after_the_bench(tmp_path):

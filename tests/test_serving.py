@@ -108,7 +108,7 @@ def test_a_full_queue_is_503_with_retry_after_and_counted(tmp_path):
         assert 'sightline_rejected_total{model="detector",reason="queue_full"} 1.0' in text
 
 
-def test_past_max_in_flight_is_refused_before_any_work(tmp_path):
+def test_past_max_in_flight_is_refused_on_arrival(tmp_path):
     app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_in_flight=2))
     with TestClient(app) as c:
         wait_ready(c)
