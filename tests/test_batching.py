@@ -42,6 +42,16 @@ class Recorder(BatchObserver):
         self.rejections.append(reason)
 
 
+async def busy(model: FakeModel, settings: BatchSettings, observer: BatchObserver
+               ) -> tuple[DynamicBatcher, asyncio.Future]:
+    """A batcher whose model is held inside a first run (row 0) until ``model.gate`` is set."""
+    model.gate.clear()
+    batcher = await started(model, settings, observer)
+    first = asyncio.ensure_future(batcher.infer(rows(0)))
+    await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+    return batcher, first
+
+
 def rows(*values: float) -> np.ndarray:
     return np.array([[v, 0.0] for v in values], np.float32)
 
@@ -83,10 +93,12 @@ def test_a_request_larger_than_max_batch_runs_alone():
     np.testing.assert_array_equal(out[:, 0], np.arange(10) * 10)
 
 
-def test_a_lone_request_waits_about_max_delay():
+def lone_request_seconds(settings: BatchSettings, in_flight=None) -> float:
+    """How long one request takes through a warm batcher with nobody else queued."""
     async def main():
         model = FakeModel()
-        batcher = await started(model, BatchSettings(max_batch=16, max_delay_ms=30))
+        batcher = DynamicBatcher("fake", model.run, settings, in_flight=in_flight)
+        batcher.start()
         await batcher.infer(rows(1))                      # warm the inference thread
         t0 = time.perf_counter()
         await batcher.infer(rows(2))
@@ -94,7 +106,11 @@ def test_a_lone_request_waits_about_max_delay():
         await batcher.stop()
         return waited
 
-    waited = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_lone_request_waits_about_max_delay():
+    waited = lone_request_seconds(BatchSettings(max_batch=16, max_delay_ms=30))
     assert 0.025 <= waited < 0.030 + 0.25     # it waits for company, but not much past max_delay
 
 
@@ -116,10 +132,7 @@ def test_batching_off_runs_each_request_at_once():
 def test_a_full_queue_refuses_at_once_with_retry_after():
     async def main():
         model, seen = FakeModel(), Recorder()
-        model.gate.clear()                                 # the model is busy
-        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0, max_queue=3), seen)
-        first = asyncio.ensure_future(batcher.infer(rows(0)))
-        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        batcher, first = await busy(model, BatchSettings(max_batch=1, max_delay_ms=0, max_queue=3), seen)
         queued = [asyncio.ensure_future(batcher.infer(rows(i))) for i in (1, 2, 3)]
         await asyncio.sleep(0)
         t0 = time.perf_counter()
@@ -141,10 +154,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after():
 def test_a_request_past_its_deadline_is_refused_without_running():
     async def main():
         model, seen = FakeModel(), Recorder()
-        model.gate.clear()
-        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0), seen)
-        first = asyncio.ensure_future(batcher.infer(rows(0)))
-        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        batcher, first = await busy(model, BatchSettings(max_batch=1, max_delay_ms=0), seen)
 
         async def late():
             request_deadline.set(time.monotonic() + 0.05)
@@ -168,10 +178,7 @@ def test_a_request_past_its_deadline_is_refused_without_running():
 def test_a_cancelled_request_is_dropped():
     async def main():
         model, seen = FakeModel(), Recorder()
-        model.gate.clear()
-        batcher = await started(model, BatchSettings(max_batch=4, max_delay_ms=0), seen)
-        first = asyncio.ensure_future(batcher.infer(rows(0)))
-        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 5)
+        batcher, first = await busy(model, BatchSettings(max_batch=4, max_delay_ms=0), seen)
         gone = asyncio.ensure_future(batcher.infer(rows(5)))      # its client disconnects
         kept = asyncio.ensure_future(batcher.infer(rows(6)))
         await asyncio.sleep(0.01)
@@ -230,19 +237,7 @@ def test_engine_and_plain_driver_agree():
 
 @pytest.mark.parametrize("others", [0, 1])
 def test_it_waits_for_company_only_while_other_requests_are_in_flight(others):
-    async def main():
-        model = FakeModel()
-        batcher = DynamicBatcher("fake", model.run, BatchSettings(max_batch=8, max_delay_ms=200),
-                                 in_flight=lambda: 1 + others)
-        batcher.start()
-        await batcher.infer(rows(0))                   # warm the inference thread
-        t0 = time.perf_counter()
-        await batcher.infer(rows(1))
-        waited = time.perf_counter() - t0
-        await batcher.stop()
-        return waited
-
-    waited = asyncio.run(main())
+    waited = lone_request_seconds(BatchSettings(max_batch=8, max_delay_ms=200), in_flight=lambda: 1 + others)
     if others:
         assert waited >= 0.19                          # another request may join: it waits max_delay
     else:

@@ -40,6 +40,22 @@ def parts(*blobs: bytes) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("image", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(blobs)]
 
 
+def hold(batcher) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Make ``batcher``'s model wait for ``gate`` before each run; ``running`` is set when a run
+    starts; ``ran`` records the rows of each run."""
+    gate, running, ran = threading.Event(), threading.Event(), []
+    real = batcher.run
+
+    def held(batch):
+        ran.append(len(batch))
+        running.set()
+        gate.wait(10)
+        return real(batch)
+
+    batcher.run = held
+    return gate, running, ran
+
+
 @pytest.mark.parametrize("path", ["/detect", "/faces/detect", "/segment"])
 def test_several_images_answer_in_order_as_each_alone(client, path):
     r = client.post(path, files=parts(*PHOTOS))
@@ -80,15 +96,7 @@ def test_a_full_queue_is_503_with_retry_after_and_counted(tmp_path):
         engine = c.app.state.engine
         detector = c.app.state.registry.detector()
         batcher = engine.batchers[id(detector)]
-        gate, running = threading.Event(), threading.Event()
-        real = batcher.run
-
-        def held(batch):
-            running.set()
-            gate.wait(10)
-            return real(batch)
-
-        batcher.run = held
+        gate, running, _ = hold(batcher)
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(c.post, "/detect", files=parts(PHOTOS[0]))
             assert running.wait(10)                             # the model is busy with the first
@@ -113,15 +121,7 @@ def test_past_max_in_flight_is_refused_on_arrival(tmp_path):
     with TestClient(app) as c:
         wait_ready(c)
         batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
-        gate, running = threading.Event(), threading.Event()
-        real = batcher.run
-
-        def held(batch):
-            running.set()
-            gate.wait(10)
-            return real(batch)
-
-        batcher.run = held
+        gate, running, _ = hold(batcher)
         with ThreadPoolExecutor(2) as pool:
             busy = [pool.submit(c.post, "/detect", files=parts(PHOTOS[k])) for k in (0, 1)]
             assert running.wait(10)
@@ -207,16 +207,7 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         batcher = app.state.engine.batchers[id(app.state.registry.detector())]
-        gate, running, ran = threading.Event(), threading.Event(), []
-        real = batcher.run
-
-        def held(batch):
-            ran.append(len(batch))
-            running.set()
-            gate.wait(10)
-            return real(batch)
-
-        batcher.run = held
+        gate, running, ran = hold(batcher)
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(httpx.post, f"{url}/detect", files=parts(PHOTOS[0]), timeout=30)
             assert running.wait(10)
