@@ -16,9 +16,9 @@ from types import FrameType
 from fastapi import FastAPI
 
 from app.api import detect, faces, health, segment, subjects
+from app.batching import BatchSettings
 from app.errors import install_error_handlers
 from app.gallery import Gallery, GalleryLocked
-from app.batching import BatchSettings
 from app.limits import BodyLimitMiddleware
 from app.observability import Metrics, RequestMiddleware
 from app.pipeline import Engine

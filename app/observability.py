@@ -1,6 +1,8 @@
 """Request plumbing that every route shares, as one pure ASGI middleware, and the Prometheus metrics.
 
 ``RequestMiddleware``, per HTTP request:
+- admits a POST only while fewer than ``SIGHTLINE_MAX_IN_FLIGHT`` are being served, else answers 503
+  ``overloaded`` with ``Retry-After`` from the headers alone, before the upload is parsed;
 - sets the request's deadline (``SIGHTLINE_REQUEST_TIMEOUT_MS`` from arrival), which the batchers
   enforce before inference;
 - once the request body has been read, listens for the client going away and then cancels the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
