@@ -93,11 +93,11 @@ class Engine:
         share batches. The first to fail cancels the rest; with ``name_images``, its error says which
         image it was."""
         if len(pipelines) == 1:
-            return [await self._drive(pipelines[0])]
+            return [await self.run(pipelines[0])]
 
         async def one(i: int, steps: Steps[T]) -> T:
             try:
-                return await self._drive(steps)
+                return await self.run(steps)
             except ApiError as exc:
                 if name_images:
                     exc.message = f"image {i + 1} of {len(pipelines)}: {exc.message}"
@@ -112,9 +112,6 @@ class Engine:
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps``: CPU stretches on the pool, model runs through their batchers."""
-        return await self._drive(steps)
-
-    async def _drive(self, steps: Steps[T]) -> T:
         value: np.ndarray | None = None
         self.active += 1
         try:
