@@ -33,24 +33,29 @@ log = logging.getLogger("sightline.batching")
 # ``app.observability.RequestMiddleware``; None: no deadline.
 request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
 
+RETRY_AFTER_S = 1   # what every refused request is told (Retry-After)
+
+
+def _retry() -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_S)}
+
 
 class Overloaded(Unavailable):
-    def __init__(self, what: str, retry_after_s: int) -> None:
-        super().__init__(f"{what}; retry in {retry_after_s} s", code="overloaded",
-                         headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; retry in {RETRY_AFTER_S} s", code="overloaded", headers=_retry())
 
 
 class DeadlineExceeded(Unavailable):
     def __init__(self, model: str, waited_ms: float) -> None:
         super().__init__(f"the request waited {waited_ms:.0f} ms for the {model} model, past its deadline; "
                          "it was not run (SIGHTLINE_REQUEST_TIMEOUT_MS)", code="deadline_exceeded",
-                         headers={"Retry-After": "1"})
+                         headers=_retry())
 
 
 class ShuttingDown(Unavailable):
     def __init__(self) -> None:
         super().__init__("the server is shutting down; retry on another instance", code="shutting_down",
-                         headers={"Retry-After": "1"})
+                         headers=_retry())
 
 
 class BatchObserver:
@@ -78,7 +83,6 @@ class BatchSettings:
     max_batch: int = 16          # rows per ONNX Runtime call; 1 turns batching off
     max_delay_ms: float = 3.0    # how long the oldest request waits for company
     max_queue: int = 64          # requests waiting per model before new ones get 503
-    retry_after_s: int = 1       # what a refused request is told
 
 
 class DynamicBatcher:
@@ -98,7 +102,6 @@ class DynamicBatcher:
         self._worker: asyncio.Task[None] | None = None
         # one inference thread per model: ONNX Runtime parallelises inside a run (intra-op threads)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
-        self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,7 +135,7 @@ class DynamicBatcher:
             raise ShuttingDown()
         if len(self._pending) >= self.settings.max_queue:
             self.observer.rejected(self.name, "queue_full")
-            raise Overloaded(f"the {self.name} queue is full", self.settings.retry_after_s)
+            raise Overloaded(f"the {self.name} queue is full")
         loop = asyncio.get_running_loop()
         req = _Request(rows, loop.create_future(), loop.time(), request_deadline.get())
         self._pending.append(req)
@@ -208,7 +211,6 @@ class DynamicBatcher:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
-        self.batches += 1
         self.observer.batch(self.name, len(stacked), len(batch), time.perf_counter() - started)
         start = 0
         for req in batch:

@@ -4,12 +4,10 @@ passes the limit."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import send_error
 
 
 class BodyLimitMiddleware:
@@ -21,11 +19,7 @@ class BodyLimitMiddleware:
                 "(or raise SIGHTLINE_MAX_BODY_BYTES)")
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body("payload_too_large", self._message())).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "payload_too_large", self._message(), [(b"connection", b"close")])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import BatchObserver, request_deadline
-from app.errors import error_body
+from app.batching import RETRY_AFTER_S, BatchObserver, request_deadline
+from app.errors import send_error
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 ADMISSION = "admission"   # the model label of requests refused on arrival, before any model
@@ -92,12 +91,9 @@ class RequestMiddleware:
             drained += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        body = json.dumps(error_body("overloaded", f"the server is already serving its limit of {self.posts} "
-                                     "requests (SIGHTLINE_MAX_IN_FLIGHT); retry in 1 s")).encode()
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 503, "overloaded", f"the server is already serving its limit of {self.posts} "
+                         f"requests (SIGHTLINE_MAX_IN_FLIGHT); retry in {RETRY_AFTER_S} s",
+                         [(b"retry-after", str(RETRY_AFTER_S).encode())])
         labels = (scope.get("method", ""), "(refused on arrival)", "503")
         self.metrics.requests.labels(*labels).inc()
 
