@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.detector import ObjectDetector
 from app.imaging import decode_image
@@ -32,14 +32,13 @@ from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
 from bench.server import Server, process_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
 
-_SAMPLE = re.compile(r'^(sightline_batch_size_(?:sum|count))\{model="detector"\} ([0-9.e+]+)$', re.M)
-
 
 def batch_totals(server: Server) -> tuple[float, float]:
-    """``(rows, runs)`` of the detector's batcher so far, from ``/metrics``."""
+    """``(rows, runs)`` of the detector's batcher so far, from ``/metrics`` (prometheus-client's parser)."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    found = dict(_SAMPLE.findall(text))
-    return float(found.get("sightline_batch_size_sum", 0)), float(found.get("sightline_batch_size_count", 0))
+    found = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+             if s.labels.get("model") == "detector"}
+    return found.get("sightline_batch_size_sum", 0.0), found.get("sightline_batch_size_count", 0.0)
 
 
 def rss_mb(pid: int) -> float:
