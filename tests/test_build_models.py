@@ -52,3 +52,26 @@ def test_build_faces_pipeline(tmp_path):
     assert "threshold" in calibration and (calibration.get("served_calibration") or calibration["genuine_pairs"] > 0)
     assert 0.0 <= held["detection"]["ap50"] <= 1.0 and 0.0 <= held["eigenfaces"]["tar_at_far"] <= 1.0
     assert (tmp_path / "work" / "faces-build.json").exists()
+
+
+def test_build_segmenter_pipeline(tmp_path):
+    """The segmentation part of ``make models`` at toy scale: the bundled recipe's U-Net, its
+    contracting path started from the detector in the output folder, trained, exported, scored on
+    held-out scenes through POST /segment, its card written; without a detector it says so."""
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    args = ["--out", str(models), "--work", str(tmp_path / "work"), "--train-scenes", "16", "--val-scenes", "4",
+            "--heldout-scenes", "4", "--segment-epochs", "1", "--tasks", "segmentation"]
+    with pytest.raises(SystemExit, match="build it first"):
+        main(args)
+    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "detector.onnx", models)
+    assert main(args) == 0
+    card = json.loads((models / "segmenter.card.json").read_text())
+    assert card["initialised_from"].endswith("detector.onnx") and card["parity_max_abs_diff"] <= 1e-4
+    assert card["architecture"]["encoder"] == "mobilenetv2" and card["architecture"]["width"] == 8
+    assert card["heldout"]["images"] == 4 and 0.0 <= card["heldout"]["miou"] <= 1.0

@@ -66,6 +66,61 @@ def test_unet_shapes_and_skip_connections():
         UNet(UNetConfig(num_classes=2, input_size=60, depth=3))
 
 
+def test_mobilenetv2_contracting_path_shapes_and_skips():
+    cfg = UNetConfig(num_classes=4, input_size=64, width=8, depth=5, encoder="mobilenetv2", repeats=0.67)
+    model = UNet(cfg)
+    assert cfg.channels() == [8, 8, 16, 16, 48, 160]                        # the detector's widths at 0.5
+    skips = model.contract(torch.zeros(2, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in skips] == [(c, 64 >> i, 64 >> i) for i, c in enumerate(cfg.channels())]
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 4, 64, 64)
+    assert [m.stride for m in model.up] == [(2, 2)] * 5
+    assert [f[0].in_channels for f in model.fuse] == [96, 32, 32, 16, 16]   # up-sampled + skip, concatenated
+    half = UNet(UNetConfig(**{**cfg.to_dict(), "output_stride": 2}))
+    assert half(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 32, 32) and not hasattr(half, "stem")
+    with pytest.raises(ValueError, match="depth 5"):
+        UNetConfig(num_classes=2, encoder="mobilenetv2", depth=4)
+    with pytest.raises(ValueError, match="encoder must be"):
+        UNetConfig(num_classes=2, encoder="resnet")
+
+
+def test_init_from_the_detector_copies_its_backbone(tmp_path):
+    """The bundled detector's backbone (width 0.5, depth 0.67) becomes the contracting path: every
+    convolution copied, so that it answers as the detector does; with the segmenter's own
+    normalisation the first convolution is rewritten to match (away from the zero-padded border)."""
+    from training.detect.model import NORM_MEAN as DET_MEAN, NORM_STD as DET_STD, Backbone
+    from training.detect.onnx_weights import load_onnx_weights
+    from training.segment.data import NORM_MEAN, NORM_STD
+
+    detector, example, photo = BUNDLED_MODELS / "detector.onnx", torch.zeros(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+
+    def unet():
+        return UNet(UNetConfig(num_classes=4, input_size=64, width=8, depth=5, encoder="mobilenetv2", repeats=0.67))
+
+    def norm(mean, std):
+        return (photo - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    backbone, same, renormed = Backbone(0.5, 0.67, 4), unet(), unet()
+    assert load_onnx_weights(backbone, detector, example) == (48, 48)
+    assert load_onnx_weights(same.encoder, detector, example) == (48, 48)
+    assert load_onnx_weights(renormed.encoder, detector, example, input_norm=(NORM_MEAN, NORM_STD)) == (48, 48)
+    with torch.no_grad():
+        theirs = backbone.eval()(norm(DET_MEAN, DET_STD))                  # strides 8, 16, 32
+        ours = same.encoder.eval()(norm(DET_MEAN, DET_STD))
+        for a, b in zip(theirs, ours[2:]):
+            torch.testing.assert_close(a, b)
+        stem, renormed_stem = backbone.stem(norm(DET_MEAN, DET_STD)), renormed.encoder.eval().stem(norm(NORM_MEAN, NORM_STD))
+        torch.testing.assert_close(renormed_stem[..., 1:, 1:], stem[..., 1:, 1:], atol=1e-4, rtol=1e-4)
+    from training.segment.train import SegmentTrainOptions, build_model
+
+    opts = SegmentTrainOptions(data=tmp_path, val=tmp_path, out=tmp_path, input_size=64, init_from=detector)
+    with pytest.raises(ValueError, match="needs the mobilenetv2 encoder"):
+        build_model(opts, 4)
+    with pytest.raises(ValueError, match="only 0 of the encoder's"):           # width 16: MobileNetV2 at 1.0, not 0.5
+        build_model(SegmentTrainOptions(**{**vars(opts), "encoder": "mobilenetv2", "depth": 5}), 4)
+    model, _ = build_model(SegmentTrainOptions(**{**vars(opts), "encoder": "mobilenetv2", "depth": 5, "width": 8,
+                                                  "repeats": 0.67}), 4)
+    torch.testing.assert_close(model.encoder.stem[0].weight, renormed.encoder.stem[0].weight)
+
+
 def test_training_loss_falls_and_resumes(run):
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
@@ -263,3 +318,36 @@ def test_object_p_is_a_probability(scenes):
 
     with pytest.raises(ValueError, match="probability"):
         SegmentationDataset(load_segmentation(scenes / "train"), 64, augment=False, crop=32, object_p=1.5)
+
+
+def test_boundary_band_and_weighted_cross_entropy():
+    """The band is every pixel whose 5x5 square holds two classes (OpenCV's dilate != erode on the
+    class ids, letterbox padding read as background); with ``boundary_weight`` the cross-entropy is
+    the weighted mean that counts band pixels 1 + W times, and without it plain cross-entropy."""
+    import torch.nn.functional as F
+
+    from training.segment.loss import boundary_band, segmentation_loss
+
+    rng = np.random.default_rng(0)
+    target = np.zeros((2, 40, 48), np.int64)
+    for b in range(2):
+        for _ in range(4):
+            y, x, h, w = rng.integers(0, 36), rng.integers(0, 44), rng.integers(1, 12), rng.integers(1, 12)
+            target[b, y:y + h, x:x + w] = rng.integers(1, 4)
+    target[1, :, 40:] = IGNORE
+    ids = np.where(target == IGNORE, 0, target).astype(np.uint8)
+    kernel = np.ones((5, 5), np.uint8)
+    expected = np.stack([cv2.dilate(m, kernel, borderType=cv2.BORDER_REPLICATE)
+                         != cv2.erode(m, kernel, borderType=cv2.BORDER_REPLICATE) for m in ids])
+    band = boundary_band(torch.from_numpy(target))
+    np.testing.assert_array_equal(band.numpy(), expected)
+    assert 0 < expected.mean() < 0.5
+
+    logits, t = torch.randn(2, 4, 40, 48), torch.from_numpy(target)
+    plain, parts = segmentation_loss(logits, t, dice_weight=0.0)
+    assert parts["ce"] == pytest.approx(float(F.cross_entropy(logits, t, ignore_index=IGNORE)), rel=1e-5)
+    per_pixel = F.cross_entropy(logits, t, ignore_index=IGNORE, reduction="none")
+    weight = (1 + 4.0 * band.float()) * (t != IGNORE)
+    _, weighted = segmentation_loss(logits, t, dice_weight=0.0, boundary_weight=4.0)
+    assert weighted["ce"] == pytest.approx(float((per_pixel * weight).sum() / weight.sum()), rel=1e-5)
+    assert weighted["ce"] != pytest.approx(parts["ce"], rel=1e-3)

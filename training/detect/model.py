@@ -79,10 +79,13 @@ class Bottleneck(nn.Module):
 
 
 class Backbone(nn.Module):
-    """MobileNetV2 trunk returning features at strides 8, 16 and 32."""
+    """MobileNetV2 trunk returning the outputs of ``feature_stages`` (by default those at strides 8,
+    16 and 32; the segmenter's contracting path takes more)."""
 
-    def __init__(self, width: float, depth: float, max_expansion: int = 6) -> None:
+    def __init__(self, width: float, depth: float, max_expansion: int = 6,
+                 feature_stages: tuple[int, ...] = FEATURE_STAGES) -> None:
         super().__init__()
+        self.feature_stages = feature_stages
         stem = _round_channels(32 * width)
         self.stem = conv_bn(3, stem, 3, stride=2)                               # (B, stem, H/2, W/2)
         self.stages = nn.ModuleList()
@@ -95,7 +98,7 @@ class Backbone(nn.Module):
             blocks = [Bottleneck(cin if j == 0 else cout, cout, s if j == 0 else 1, t) for j in range(repeats)]
             self.stages.append(nn.Sequential(*blocks))
             cin = cout
-            if i in FEATURE_STAGES:
+            if i in feature_stages:
                 self.out_channels.append(cout)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -103,7 +106,7 @@ class Backbone(nn.Module):
         feats = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i in FEATURE_STAGES:
+            if i in self.feature_stages:
                 feats.append(x)
         return feats  # [(B, c8, H/8, W/8), (B, c16, H/16, W/16), (B, c32, H/32, W/32)]
 

@@ -7,30 +7,36 @@ folded weights and bias, and its batch norm becomes the identity (mean 0, varian
 scale 1) carrying the bias: the layer computes exactly what the file computes. Convolutions are
 matched in execution order, and only where the shapes agree (a head with other classes is left
 as initialised).
+
+The same copy starts a segmenter's MobileNetV2 contracting path (``training.segment.model``) from the
+detector's backbone: ``load_onnx_weights(unet.encoder, path, example, input_norm=...)``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
 
-from training.detect.model import Detector
+from training.detect.model import NORM_MEAN, NORM_STD
 
 
-def _execution_order(model: Detector) -> list[nn.Conv2d]:
+def _execution_order(model: nn.Module, example: torch.Tensor) -> list[nn.Conv2d]:
     order: list[nn.Conv2d] = []
     hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
              for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, model.cfg.input_size, model.cfg.input_size))
+            model.eval()(example)
     finally:
         for h in hooks:
             h.remove()
+        model.train(was_training)
     return order
 
 
@@ -45,20 +51,37 @@ def _batch_norm_after(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     return pairs
 
 
+def _renormalize(weight: np.ndarray, bias: np.ndarray, input_norm: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The first convolution of a file that reads ``(x / 255 - m_file) / s_file`` rewritten for a model
+    that reads ``(x / 255 - m) / s``: the same response away from the zero padding at the borders."""
+    (m, s), (m_file, s_file) = (np.asarray(v, np.float32) for v in input_norm[0]), \
+        (np.asarray(v, np.float32) for v in input_norm[1])
+    scale, shift = s / s_file, (m - m_file) / s_file   # the file's input = ours * scale + shift
+    return weight * scale[None, :, None, None], bias + (weight * shift[None, :, None, None]).sum(axis=(1, 2, 3))
+
+
 @torch.no_grad()
-def load_onnx_weights(model: Detector, path: Path) -> tuple[int, int]:
-    """Copy what fits; returns (convolutions copied, convolutions in ``model``)."""
+def load_onnx_weights(model: nn.Module, path: Path, example: torch.Tensor | None = None,
+                      input_norm: tuple[tuple, tuple] | None = None) -> tuple[int, int]:
+    """Copy what fits; returns (convolutions copied, convolutions in ``model``). ``example`` is an
+    input ``model`` runs on (default: a ``Detector``'s own input size); ``input_norm`` the model's
+    ``(mean, std)`` of ``x / 255`` when they are not the detector's."""
     graph = onnx.load(str(path)).graph
     tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     source = [(tensors[n.input[1]], tensors[n.input[2]] if len(n.input) > 2 else None)
               for n in graph.node if n.op_type == "Conv" and n.input[1] in tensors]
-    convs, bns = _execution_order(model), _batch_norm_after(model)
+    if example is None:
+        example = torch.zeros(1, 3, model.cfg.input_size, model.cfg.input_size)
+    convs, bns = _execution_order(model, example), _batch_norm_after(model)
     copied = 0
-    for conv, (weight, bias) in zip(convs, source):
+    for k, (conv, (weight, bias)) in enumerate(zip(convs, source)):
         if tuple(conv.weight.shape) != weight.shape:
             continue
+        bias = bias if bias is not None else np.zeros(weight.shape[0], np.float32)
+        if k == 0 and input_norm is not None:
+            weight, bias = _renormalize(weight, bias, (input_norm, (NORM_MEAN, NORM_STD)))
         conv.weight.copy_(torch.tensor(weight))
-        b = torch.tensor(bias) if bias is not None else torch.zeros(weight.shape[0])
+        b = torch.tensor(bias)
         if conv in bns:
             bn = bns[conv]
             bn.weight.fill_(1.0)

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice loss beside cross-entropy")
+    p.add_argument("--boundary-weight", type=float, default=0.0,
+                   help="cross-entropy counts pixels within 2 px of a class boundary 1 + W times")
     p.add_argument("--input-size", type=int, default=256, help="letterboxed input side (multiple of 2^depth)")
     p.add_argument("--crop", type=int, default=None,
                    help="train on random CROP x CROP windows of the letterboxed input (served whole)")
@@ -33,8 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the windows centred on an object of a class drawn uniformly (with --crop)")
     p.add_argument("--windows", type=int, default=1,
                    help="windows cut from each image read (with --crop): a step sees BATCH x WINDOWS windows")
-    p.add_argument("--width", type=int, default=16, help="channels of the first level")
-    p.add_argument("--depth", type=int, default=4, help="downsamplings in the contracting path")
+    p.add_argument("--encoder", choices=["plain", "mobilenetv2"], default="plain",
+                   help="contracting path: plain two-convolution blocks, or MobileNetV2 inverted residuals")
+    p.add_argument("--width", type=int, default=16,
+                   help="channels of the first level (mobilenetv2: WIDTH/16 is its channel multiplier)")
+    p.add_argument("--depth", type=int, default=4, help="downsamplings in the contracting path (mobilenetv2: 5)")
+    p.add_argument("--repeats", type=float, default=1.0, help="mobilenetv2: multiplier on the stages' repeats")
+    p.add_argument("--expansion", type=int, default=4, help="mobilenetv2: cap on the bottlenecks' expansion")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="mobilenetv2: start the contracting path from a detector's backbone (its .onnx file)")
     p.add_argument("--output-stride", type=int, choices=[1, 2], default=1,
                    help="2: the U runs at half resolution and the logits are upsampled bilinearly")
     p.add_argument("--seed", type=int, default=0)

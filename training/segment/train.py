@@ -36,12 +36,17 @@ class SegmentTrainOptions:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     dice_weight: float = 1.0
+    boundary_weight: float = 0.0   # extra cross-entropy weight within 2 px of a class boundary (loss.py)
     input_size: int = 256
     crop: int | None = None    # train on crop x crop windows of the letterboxed input (None: all of it)
     object_p: float = 0.0      # share of the windows centred on an object (a class drawn uniformly)
     windows: int = 1           # windows cut from each image read (the batch holds batch x windows)
+    encoder: str = "plain"     # or "mobilenetv2" (training.segment.model)
     width: int = 16
     depth: int = 4
+    repeats: float = 1.0
+    expansion: int = 4
+    init_from: Path | None = None   # mobilenetv2: start the contracting path from a detector's ONNX backbone
     output_stride: int = 1
     seed: int = 0
     val_limit: int = 100
@@ -85,8 +90,22 @@ def build_model(opts: SegmentTrainOptions, num_classes: int) -> tuple[UNet, dict
         model = UNet(UNetConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["model"])
         return model, ckpt
-    return UNet(UNetConfig(num_classes=num_classes, input_size=opts.input_size, width=opts.width, depth=opts.depth,
-                           output_stride=opts.output_stride)), None
+    model = UNet(UNetConfig(num_classes=num_classes, input_size=opts.input_size, width=opts.width, depth=opts.depth,
+                            output_stride=opts.output_stride, encoder=opts.encoder, repeats=opts.repeats,
+                            expansion=opts.expansion))
+    if opts.init_from:
+        if model.cfg.encoder != "mobilenetv2":
+            raise ValueError("--init-from needs the mobilenetv2 encoder (a detector's backbone)")
+        from training.detect.onnx_weights import load_onnx_weights
+
+        copied, total = load_onnx_weights(model.encoder, opts.init_from, torch.zeros(1, 3, 64, 64),
+                                          input_norm=(NORM_MEAN, NORM_STD))
+        if copied < total:
+            raise ValueError(f"{opts.init_from}: only {copied} of the encoder's {total} convolutions fit; a detector "
+                             f"with the same width and repeats (e.g. width 0.5, depth 0.67 for --width 8 "
+                             f"--repeats 0.67) is needed")
+        print(f"init-from {opts.init_from}: the contracting path's {copied} convolutions copied")
+    return model, None
 
 
 def train_segmenter(opts: SegmentTrainOptions) -> dict:
@@ -131,7 +150,7 @@ def train_segmenter(opts: SegmentTrainOptions) -> dict:
             lr = warmup_cosine(opts.lr, epoch * steps_per_epoch + step, total_steps, warmup)
             set_lr(opt, lr)
             logits = forward_logits(model, images.contiguous(memory_format=torch.channels_last), precision)
-            loss, parts = segmentation_loss(logits, targets, opts.dice_weight)
+            loss, parts = segmentation_loss(logits, targets, opts.dice_weight, opts.boundary_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
