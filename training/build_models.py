@@ -59,7 +59,8 @@ def build_detector(work: Path, models: Path, train_count: int, val_count: int, e
 # two 192 px windows per image read, half of them centred on an object of a class drawn uniformly.
 SEGMENTER_RECIPE = {"encoder": "mobilenetv2", "width": round(16 * DETECTOR_RECIPE["width"]), "depth": 5,
                     "repeats": DETECTOR_RECIPE["depth"], "expansion": DETECTOR_RECIPE["expansion"],
-                    "input_size": 384, "crop": 192, "windows": 2, "object_p": 0.5, "batch": 8, "lr": 3e-3}
+                    "input_size": 384, "crop": 192, "windows": 2, "object_p": 0.5, "batch": 8, "lr": 3e-3,
+                    "boundary_weight": 4.0}
 SEGMENTER_HELDOUT = 300   # held-out scenes scored through POST /segment (the first of the held-out seed's)
 
 

@@ -56,6 +56,12 @@ class SegmentTrainOptions:
     precision: str = "auto"    # bf16 autocast where the CPU has it (training/precision.py)
 
 
+def loss_name(dice_weight: float, boundary_weight: float) -> str:
+    """How the export's metadata names the loss a run trained with."""
+    ce = f"cross-entropy (x{1 + boundary_weight:g} within 2 px of a class boundary)" if boundary_weight else "cross-entropy"
+    return f"{ce} + {dice_weight:g} x Dice" if dice_weight != 1 else f"{ce} + Dice"
+
+
 def forward_logits(model: UNet, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Logits at the input resolution: the model's, upsampled bilinearly when its output stride is 2
     (what serving does at each original pixel)."""
@@ -169,7 +175,8 @@ def train_segmenter(opts: SegmentTrainOptions) -> dict:
               f"val mIoU {val['miou']:.4f} [{ious}] [{row['elapsed_s']:.0f}s]", flush=True)
         state = {"config": model.cfg.to_dict(), "model": model.state_dict(), "ema": ema.model.state_dict(),
                  "optimizer": opt.state_dict(), "ema_updates": ema.updates, "epoch": epoch, "history": history,
-                 "class_names": train_data.class_names, "seed": opts.seed, "precision": precision}
+                 "class_names": train_data.class_names, "seed": opts.seed, "precision": precision,
+                 "loss": loss_name(opts.dice_weight, opts.boundary_weight)}
         torch.save(state, opts.out / "last.pt")
         if val["miou"] >= best:
             best = val["miou"]
