@@ -137,6 +137,7 @@ def test_export_metadata(served):
     assert meta["task"] == "segmentation" and meta["class_names"] == ["background", "pedestrian", "car", "motorcycle"]
     assert len(meta["colors"]) == 4 and meta["colors"][0] == [0, 0, 0] and meta["input_size"] == 64
     assert meta["normalization"]["mean"] and meta["output_stride"] == 1
+    assert meta["training"]["loss"] == "cross-entropy + Dice" and meta["architecture"]["encoder"] == "plain"
     assert 1 <= meta["training"]["best_epoch"] == meta["training"]["epochs"] <= 4    # best.pt: its epoch's history
 
 
