@@ -48,8 +48,7 @@ def build_detector(work: Path, models: Path, train_count: int, val_count: int, e
     path, diff = export_detector(work / "detector-run" / "best.pt", models / "detector.onnx")
     print(f"exported {path}; ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
     tune_input_size(path, val_dir)  # the serving size, chosen on validation scenes; recorded in the file
-    return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff,
-            "initialised_from": str(detector)}
+    return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff}
 
 
 # The bundled segmenter's recipe (U-Net; see training/segment/model.py).
