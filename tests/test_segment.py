@@ -107,7 +107,8 @@ def test_init_from_the_detector_copies_its_backbone(tmp_path):
         ours = same.encoder.eval()(norm(DET_MEAN, DET_STD))
         for a, b in zip(theirs, ours[2:]):
             torch.testing.assert_close(a, b)
-        stem, renormed_stem = backbone.stem(norm(DET_MEAN, DET_STD)), renormed.encoder.eval().stem(norm(NORM_MEAN, NORM_STD))
+        stem = backbone.stem(norm(DET_MEAN, DET_STD))
+        renormed_stem = renormed.encoder.eval().stem(norm(NORM_MEAN, NORM_STD))
         torch.testing.assert_close(renormed_stem[..., 1:, 1:], stem[..., 1:, 1:], atol=1e-4, rtol=1e-4)
     from training.segment.train import SegmentTrainOptions, build_model
 

@@ -51,11 +51,11 @@ def _batch_norm_after(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     return pairs
 
 
-def _renormalize(weight: np.ndarray, bias: np.ndarray, input_norm: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The first convolution of a file that reads ``(x / 255 - m_file) / s_file`` rewritten for a model
-    that reads ``(x / 255 - m) / s``: the same response away from the zero padding at the borders."""
-    (m, s), (m_file, s_file) = (np.asarray(v, np.float32) for v in input_norm[0]), \
-        (np.asarray(v, np.float32) for v in input_norm[1])
+def _renormalize(weight: np.ndarray, bias: np.ndarray, mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's first convolution, which reads ``(x / 255 - NORM_MEAN) / NORM_STD``, rewritten for
+    a model that reads ``(x / 255 - mean) / std``: the same response away from the zero-padded border."""
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    m_file, s_file = np.asarray(NORM_MEAN, np.float32), np.asarray(NORM_STD, np.float32)
     scale, shift = s / s_file, (m - m_file) / s_file   # the file's input = ours * scale + shift
     return weight * scale[None, :, None, None], bias + (weight * shift[None, :, None, None]).sum(axis=(1, 2, 3))
 
@@ -79,7 +79,7 @@ def load_onnx_weights(model: nn.Module, path: Path, example: torch.Tensor | None
             continue
         bias = bias if bias is not None else np.zeros(weight.shape[0], np.float32)
         if k == 0 and input_norm is not None:
-            weight, bias = _renormalize(weight, bias, (input_norm, (NORM_MEAN, NORM_STD)))
+            weight, bias = _renormalize(weight, bias, *input_norm)
         conv.weight.copy_(torch.tensor(weight))
         b = torch.tensor(bias)
         if conv in bns:

@@ -48,7 +48,8 @@ def export_segmenter(checkpoint: Path, out: Path, name: str = "segmenter", versi
         "architecture": {"family": "unet", **cfg.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
                          "flops": count_flops(model, example)},
         "training": {"epochs": len(history), "seed": ckpt.get("seed"), "precision": ckpt.get("precision", "fp32"),
-                     "loss": ckpt.get("loss", "cross-entropy + Dice"), "train_seconds": history[-1]["elapsed_s"] if history else None,
+                     "loss": ckpt.get("loss", "cross-entropy + Dice"),
+                     "train_seconds": history[-1]["elapsed_s"] if history else None,
                      "best_epoch": best.get("epoch"), "val_miou": best.get("val_miou"),
                      "val_iou": {c: best.get(f"val_iou_{c}") for c in names}},
     }

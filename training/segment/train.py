@@ -58,7 +58,9 @@ class SegmentTrainOptions:
 
 def loss_name(dice_weight: float, boundary_weight: float) -> str:
     """How the export's metadata names the loss a run trained with."""
-    ce = f"cross-entropy (x{1 + boundary_weight:g} within 2 px of a class boundary)" if boundary_weight else "cross-entropy"
+    ce = "cross-entropy"
+    if boundary_weight:
+        ce += f" (x{1 + boundary_weight:g} within 2 px of a class boundary)"
     return f"{ce} + {dice_weight:g} x Dice" if dice_weight != 1 else f"{ce} + Dice"
 
 
