@@ -108,7 +108,7 @@ class Backbone(nn.Module):
             x = stage(x)
             if i in self.feature_stages:
                 feats.append(x)
-        return feats  # [(B, c8, H/8, W/8), (B, c16, H/16, W/16), (B, c32, H/32, W/32)]
+        return feats  # by default [(B, c8, H/8, W/8), (B, c16, H/16, W/16), (B, c32, H/32, W/32)]
 
 
 class Neck(nn.Module):

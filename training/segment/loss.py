@@ -52,3 +52,11 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: f
         ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
     dice = dice_loss(logits, target)
     return ce + dice_weight * dice, {"ce": float(ce.detach()), "dice": float(dice.detach())}
+
+
+def loss_name(dice_weight: float, boundary_weight: float) -> str:
+    """How a run's loss is named in its checkpoint and the exported metadata."""
+    ce = "cross-entropy"
+    if boundary_weight:
+        ce += f" (x{1 + boundary_weight:g} within {BOUNDARY_PX} px of a class boundary)"
+    return f"{ce} + {dice_weight:g} x Dice" if dice_weight != 1 else f"{ce} + Dice"

@@ -21,7 +21,7 @@ from training.precision import resolve, trunk_features
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 from training.segment.data import NORM_MEAN, NORM_STD, SegmentationData, SegmentationDataset, load_segmentation
-from training.segment.loss import segmentation_loss
+from training.segment.loss import loss_name, segmentation_loss
 from training.segment.metrics import confusion, summarize
 from training.segment.model import UNet, UNetConfig
 
@@ -54,14 +54,6 @@ class SegmentTrainOptions:
     workers: int = 1           # data-loading processes beside the training one
     resume: bool = False
     precision: str = "auto"    # bf16 autocast where the CPU has it (training/precision.py)
-
-
-def loss_name(dice_weight: float, boundary_weight: float) -> str:
-    """How the export's metadata names the loss a run trained with."""
-    ce = "cross-entropy"
-    if boundary_weight:
-        ce += f" (x{1 + boundary_weight:g} within 2 px of a class boundary)"
-    return f"{ce} + {dice_weight:g} x Dice" if dice_weight != 1 else f"{ce} + Dice"
 
 
 def forward_logits(model: UNet, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
