@@ -8,6 +8,7 @@ import shutil
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -20,6 +21,8 @@ from app.vision.masks import IGNORE
 from tests.conftest import BUNDLED_MODELS, wait_ready
 from tests.images import png_bytes
 from training.segment.__main__ import main as segment_cli
+from training.segment.input_size import OUTPUT_AXES
+from training.input_size import with_input_size
 from training.segment.data import load_segmentation, paint_coco, read_mask
 from training.segment.model import UNet, UNetConfig
 from training.segment.train import load_segmenter, predict_mask
@@ -221,6 +224,29 @@ def test_eval_through_the_api(served, scenes, tmp_path):
                         "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["images"] == 4 and 0.0 <= metrics["miou"] <= 1.0 and set(metrics["iou"]) >= {"background"}
+
+
+def test_tune_size_writes_the_best_validation_size_and_serves_it(run, scenes, tmp_path):
+    path = tmp_path / "segmenter.onnx"
+    assert segment_cli(["export", "--checkpoint", str(run / "best.pt"), "--out", str(path)]) == 0
+    sizes = [64, 96]    # the tiny model's stride is 4 (depth 2); it trained at 64
+    assert segment_cli(["tune-size", "--model", str(path), "--val", str(scenes / "val"),
+                        "--sizes", ",".join(map(str, sizes))]) == 0
+    meta = {k: json.loads(v) for k, v in
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+            .custom_metadata_map.items()}
+    search = meta["input_size_search"]
+    assert sorted(map(int, search["scores"])) == sizes and meta["train_input_size"] == 64
+    best = max(sizes, key=lambda s: (search["scores"][str(s)]["miou"], -s))
+    assert meta["input_size"] == search["chosen"] == best
+    for size in sizes:   # what was scored at each size is what the server answers with the file at that size
+        one = tmp_path / str(size)
+        with_input_size(path, one / "segmenter.onnx", size, output_axes=OUTPUT_AXES)
+        assert segment_cli(["eval", "--data", str(scenes / "val"), "--model", str(one / "segmenter.onnx"),
+                            "--out", str(one / "m.json")]) == 0
+        assert json.loads((one / "m.json").read_text())["miou"] == pytest.approx(search["scores"][str(size)]["miou"],
+                                                                                abs=1e-4)
+    assert segment_cli(["tune-size", "--model", str(path), "--val", str(scenes / "val"), "--sizes", "70"]) == 2
 
 
 def test_voc_style_folder_with_palette_masks(tmp_path):

@@ -68,6 +68,7 @@ def build_segmenter(work: Path, models: Path, train_count: int, val_count: int, 
     """Train the U-Net on the training scenes' masks (the first ``images`` of them), its contracting path
     started from ``models/detector.onnx``, and export it."""
     from training.segment.export import export_segmenter
+    from training.segment.input_size import tune_segmenter_size
     from training.segment.train import SegmentTrainOptions, train_segmenter
 
     detector = models / "detector.onnx"
@@ -83,6 +84,7 @@ def build_segmenter(work: Path, models: Path, train_count: int, val_count: int, 
     train_seconds = time.time() - started
     path, diff = export_segmenter(work / "segmenter-run" / "best.pt", models / "segmenter.onnx")
     print(f"exported {path}; ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
+    tune_segmenter_size(path, val_dir)  # the serving size, chosen on validation scenes; recorded in the file
     return {"train_seconds_this_call": round(train_seconds), "parity_max_abs_diff": diff,
             "initialised_from": str(detector)}
 
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: detection, faces (faces start from the detector's checkpoint), "
                              "segmentation")
     seg = parser.add_argument_group("segmentation")
-    seg.add_argument("--segment-epochs", type=int, default=3)
-    seg.add_argument("--segment-images", type=int, default=5600, help="train on the first N training scenes")
+    seg.add_argument("--segment-epochs", type=int, default=5)
+    seg.add_argument("--segment-images", type=int, default=5000, help="train on the first N training scenes")
     faces = parser.add_argument_group("faces")
     defaults = FaceBuild()
     for field in defaults.__dataclass_fields__:

@@ -1,8 +1,9 @@
-"""``python -m training.segment train|eval|export``: the U-Net's command line.
+"""``python -m training.segment train|eval|export|tune-size``: the U-Net's command line.
 
   train   train on a segmentation set (a folder of images/ and class-id masks/, or a COCO json with
           polygon/RLE segmentations), validating mIoU each epoch (run dir: checkpoints, curves, history)
   export  write a checkpoint to ONNX with its metadata and check ONNX Runtime against PyTorch
+  tune-size  pick an ONNX file's serving input size on a validation set (written into its metadata)
   eval    mIoU and per-class IoU of a checkpoint, an ONNX file (served in-process through POST /segment)
           or a running server, at the images' original resolution
 """
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="segmenter")
     p.add_argument("--version", default="1.0.0")
+    p = sub.add_parser("tune-size", help="choose the serving input size on validation data")
+    p.add_argument("--model", type=Path, required=True, help="an exported segmenter (.onnx), rewritten in place")
+    p.add_argument("--val", type=Path, required=True, help="validation set; never the held-out set")
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated sizes, multiples of the model's stride (default: training size to 1.5x it)")
+    p.add_argument("--limit", type=int, default=100, help="validation images scored per size")
     p = sub.add_parser("eval", help="mIoU of a checkpoint, an ONNX model, or a server")
     p.add_argument("--data", type=Path, required=True, help="segmentation set to score on (held out)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -84,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         path, diff = export_segmenter(args.checkpoint, args.out, args.name, args.version)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch max abs diff {diff:.2e}")
         return 0 if diff <= 1e-4 else 1
+    if args.command == "tune-size":
+        from training.segment.input_size import tune_segmenter_size
+
+        try:
+            tune_segmenter_size(args.model, args.val, [int(s) for s in args.sizes.split(",")] if args.sizes else None,
+                                limit=args.limit)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.checkpoint:
         from training.segment.data import load_segmentation
         from training.segment.train import evaluate_model, load_segmenter
