@@ -56,8 +56,8 @@ def test_build_faces_pipeline(tmp_path):
 
 def test_build_segmenter_pipeline(tmp_path):
     """The segmentation part of ``make models`` at toy scale: the bundled recipe's U-Net, its
-    contracting path started from the detector in the output folder, trained, exported, scored on
-    held-out scenes through POST /segment, its card written; without a detector it says so."""
+    contracting path started from the detector in the output folder, trained, exported, its serving
+    size chosen on validation scenes, scored on held-out scenes through POST /segment, its card written; without a detector it says so."""
     import shutil
     from pathlib import Path
 
@@ -75,3 +75,6 @@ def test_build_segmenter_pipeline(tmp_path):
     assert card["initialised_from"].endswith("detector.onnx") and card["parity_max_abs_diff"] <= 1e-4
     assert card["architecture"]["encoder"] == "mobilenetv2" and card["architecture"]["width"] == 8
     assert card["heldout"]["images"] == 4 and 0.0 <= card["heldout"]["miou"] <= 1.0
+    search = card["input_size_search"]   # the serving size, chosen on the validation scenes
+    assert search["train_input_size"] == 384 and sorted(map(int, search["scores"])) == list(range(384, 577, 32))
+    assert card["input_size"] == search["chosen"]
