@@ -15,6 +15,7 @@ from types import FrameType
 
 from fastapi import FastAPI
 
+from app.admission import AdaptiveLimit
 from app.api import detect, faces, health, segment, subjects
 from app.batching import BatchSettings
 from app.errors import install_error_handlers
@@ -119,8 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.limiter = AdaptiveLimit(min(settings.min_in_flight, settings.max_in_flight), settings.max_in_flight,
+                                      settings.latency_tolerance)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics, timeout_ms=settings.request_timeout_ms,
-                       max_in_flight=settings.max_in_flight)
+                       limiter=app.state.limiter)
     app.include_router(health.router)
     app.include_router(detect.router)
     app.include_router(segment.router)

@@ -1,8 +1,9 @@
 """Request plumbing that every route shares, as one pure ASGI middleware, and the Prometheus metrics.
 
 ``RequestMiddleware``, per HTTP request:
-- admits a POST only while fewer than ``SIGHTLINE_MAX_IN_FLIGHT`` are being served, else answers 503
-  ``overloaded`` with ``Retry-After`` from the headers alone, before the upload is parsed;
+- admits a POST only while fewer than the concurrency limit are being served (``app.admission``:
+  it follows latency, between ``SIGHTLINE_MIN_IN_FLIGHT`` and ``SIGHTLINE_MAX_IN_FLIGHT``), else
+  answers 503 ``overloaded`` with ``Retry-After`` from the headers alone, before the upload is parsed;
 - sets the request's deadline (``SIGHTLINE_REQUEST_TIMEOUT_MS`` from arrival), which the batchers
   enforce before inference;
 - once the request body has been read, listens for the client going away and then cancels the
@@ -20,6 +21,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.admission import AdaptiveLimit
 from app.batching import RETRY_AFTER_S, BatchObserver, request_deadline
 from app.errors import send_error
 
@@ -38,6 +40,7 @@ class Metrics(BatchObserver):
         self.latency = Histogram("sightline_request_duration_seconds", "HTTP request latency, arrival to answer",
                                  ["method", "endpoint", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("sightline_requests_in_flight", "HTTP requests being served", registry=r)
+        self.limit = Gauge("sightline_concurrency_limit", "POST requests admitted at once now", registry=r)
         self.batch_rows = Histogram("sightline_batch_size", "rows per model run (images, or faces)", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.batch_requests = Histogram("sightline_batch_requests", "requests sharing one model run", ["model"],
@@ -75,10 +78,11 @@ def _endpoint(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
-        self.max_in_flight, self.posts = max_in_flight, 0
+        self.limiter, self.posts = limiter, 0
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
+        metrics.limit.set(limiter.limit)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """503 as soon as the headers are in: under overload, parsing uploads is itself the work that
@@ -91,8 +95,10 @@ class RequestMiddleware:
             drained += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        await send_error(send, 503, "overloaded", f"the server is already serving its limit of {self.posts} "
-                         f"requests (SIGHTLINE_MAX_IN_FLIGHT); retry in {RETRY_AFTER_S} s",
+        why = ("its concurrency limit now, set by latency between SIGHTLINE_MIN_IN_FLIGHT and "
+               "SIGHTLINE_MAX_IN_FLIGHT" if self.limiter.enabled else "SIGHTLINE_MAX_IN_FLIGHT")
+        await send_error(send, 503, "overloaded", f"the server is already serving {self.posts} requests "
+                         f"({why}); retry in {RETRY_AFTER_S} s",
                          [(b"retry-after", str(RETRY_AFTER_S).encode())])
         labels = (scope.get("method", ""), "(refused on arrival)", "503")
         self.metrics.requests.labels(*labels).inc()
@@ -102,18 +108,23 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":
-            if self.posts >= self.max_in_flight:
+            if self.posts >= self.limiter.limit:
                 await self._refuse(scope, receive, send)
                 return
             self.posts += 1
+            concurrent = self.posts
             try:
-                await self._serve(scope, receive, send)
+                status, seconds = await self._serve(scope, receive, send)
             finally:
                 self.posts -= 1
+            if 200 <= status < 300:
+                self.limiter.observe(_endpoint(scope), seconds, concurrent)
+                self.metrics.limit.set(self.limiter.limit)
         else:
             await self._serve(scope, receive, send)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, float]:
+        """Serves the request; returns its status and latency (seconds)."""
         started = time.monotonic()
         request_deadline.set(started + self.timeout if self.timeout > 0 else None)
         status = {"code": 500}
@@ -157,6 +168,8 @@ class RequestMiddleware:
                 if task is not None and not task.done():
                     task.cancel()
             self.metrics.in_flight.dec()
+            seconds = time.monotonic() - started
             labels = (scope.get("method", ""), _endpoint(scope), str(status["code"]))
             self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.monotonic() - started)
+            self.metrics.latency.labels(*labels).observe(seconds)
+        return status["code"], seconds

@@ -26,7 +26,7 @@ from bench.machine import describe_machine, describe_model, load_average
 from bench.nms import bench_nms
 from bench.pipeline import bench_pipeline
 from bench.report import format_markdown, format_text
-from bench.runtime import bench_runtime, runtime_ratios
+from bench.runtime import FIXED_LIMIT, bench_runtime, runtime_ratios
 from bench.server import ROOT, uvicorn_server
 
 
@@ -83,7 +83,7 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
 
 
 def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
-    with uvicorn_server(model.parent) as server:
+    with uvicorn_server(model.parent, settings=FIXED_LIMIT) as server:   # 16 clients: no adaptive refusals
         levels = [bench_level(server, jpegs, c, p.http_seconds, p.http_warmup_s) for c in p.http_clients]
         provider = server_provider(server)
         faces = (bench_faces(server, p.face_identities, p.face_photos, p.face_clients)

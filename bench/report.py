@@ -57,7 +57,8 @@ def http_table(r: dict) -> Table:
                      _f(x["server_cpu_cores"], 2), _f(x["client_cpu_cores"], 2)])
     h = r["http"]
     note = (f"uvicorn subprocess on 127.0.0.1, {h['seconds']:g} s per level after {h['warmup_s']:g} s warm-up; "
-            "the clients (httpx, one process) share the machine with the server")
+            "the clients (httpx, one process) share the machine with the server; a fixed concurrency limit "
+            "(SIGHTLINE_LATENCY_TOLERANCE=0)")
     return Table("3. HTTP `POST /detect` over loopback",
                  ["clients", "ok", "errors", "p50 ms", "p99 ms", "images/s", "server inference median ms",
                   "server CPU cores", "client CPU cores"], rows, note)
@@ -147,7 +148,8 @@ def runtime_tables(r: dict) -> list[Table]:
                          _f(raw) if raw else "", _f(x["images_per_s"] / raw, 2) if raw else ""])
     s = rt["settings"]
     note = (f"batched: SIGHTLINE_MAX_BATCH={s['max_batch']}, MAX_DELAY_MS={s['max_delay_ms']:g}, "
-            f"MAX_QUEUE={s['max_queue']}; unbatched: MAX_BATCH=1. {rt['seconds']:g} s per level after "
+            f"MAX_QUEUE={s['max_queue']}; unbatched: MAX_BATCH=1; both with a fixed concurrency limit "
+            f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). {rt['seconds']:g} s per level after "
             f"{rt['warmup_s']:g} s warm-up; mean batch from /metrics (warm-up included); raw = the detector alone "
             "in this process at that batch size. Same machine, one run.")
     out = [Table("9. Serving runtime: dynamic batching against batching off and raw ONNX Runtime (`POST /detect`)",
@@ -156,14 +158,19 @@ def runtime_tables(r: dict) -> list[Table]:
     ratios = r["runtime_ratios"]
     rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
             [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]
-    o = rt["batched"].get("overload")
-    unloaded = rt["batched"]["levels"][0]["latency"]["p99_ms"]
-    if o:
+    s = rt["settings"]
+    fixed = f"fixed limit {s.get('max_in_flight', 24)}"
+    adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
+    for key, how in (("overload", fixed), ("overload_adaptive", adaptive)):
+        o = rt["batched"].get(key)
+        if not o:
+            continue
+        unloaded = o.get("unloaded_latency", rt["batched"]["levels"][0]["latency"])["p99_ms"]
         adm, ref = o["admitted_latency"], o["refused_latency"]
-        rows.append([f"overload {o['rate_per_s']:.0f}/s for {o['seconds']:g} s: admitted p99 / unloaded p99 "
-                     f"({_f(adm.get('p99_ms', 0.0))} / {_f(unloaded)} ms; {o['ok']} of {o['sent']} admitted)",
+        rows.append([f"overload {o['rate_per_s']:.0f}/s for {o['seconds']:g} s, {how}: admitted p99 / unloaded "
+                     f"p99 ({_f(adm.get('p99_ms', 0.0))} / {_f(unloaded)} ms; {o['ok']} of {o['sent']} admitted)",
                      _f(adm.get("p99_ms", 0.0) / unloaded, 2), "<= 2"])
-        rows.append([f"overload: p99 ms to refuse ({o['refused']} refused with 503, {o['other']} other)",
+        rows.append([f"overload, {how}: p99 ms to refuse ({o['refused']} refused with 503, {o['other']} other)",
                      _f(ref.get("p99_ms", 0.0), 1) if ref.get("n") else "none refused", "<= 10"])
     k = rt["batched"].get("soak")
     if k:

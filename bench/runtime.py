@@ -7,8 +7,9 @@
 - the raw ONNX Runtime upper bound: the detector alone on preprocessed tensors, at the batch sizes
   the batcher formed, in this process;
 - overload: open-loop arrivals at ``overload_factor`` x the batched server's throughput at 16
-  clients; the latency of the requests admitted against the unloaded p99, and how fast the rest
-  are refused;
+  clients; the latency of the requests admitted against the unloaded p99 (one client), and how fast
+  the rest are refused; once with the fixed concurrency limit the levels ran with, once with the
+  server's default, adaptive one (``app.admission``);
 - a soak: the batched server under load for ``soak_seconds``, its resident memory sampled.
 """
 
@@ -31,6 +32,9 @@ from bench.inference import bench_raw
 from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
 from bench.server import Server, process_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
+
+# the levels compare batching at fixed concurrencies: the concurrency limit stays SIGHTLINE_MAX_IN_FLIGHT
+FIXED_LIMIT = {"SIGHTLINE_LATENCY_TOLERANCE": "0"}
 
 
 def batch_totals(server: Server) -> tuple[float, float]:
@@ -123,7 +127,7 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                   overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
     t0 = time.perf_counter()
     modes = {}
-    for mode, env in (("batched", {}), ("unbatched", {"SIGHTLINE_MAX_BATCH": "1"})):
+    for mode, env in (("batched", FIXED_LIMIT), ("unbatched", {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"})):
         with uvicorn_server(models_dir, settings=env) as server:
             modes[mode] = {"levels": measure_levels(server, jpegs, clients, seconds, warmup_s)}
             if mode == "batched":
@@ -132,6 +136,12 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                 rate = overload_factor * top["images_per_s"]
                 modes[mode]["overload"] = overload(server, jpegs, rate, overload_seconds)
                 modes[mode]["soak"] = soak(server, jpegs, 16, soak_seconds) if soak_seconds > 0 else None
+    with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
+        host, port, requests = _requests(server, jpegs)
+        alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))   # it learns them
+        modes["batched"]["overload_adaptive"] = {**overload(server, jpegs, rate, overload_seconds),
+                                                 "unloaded_latency": summarize_ms([r.seconds for r in alone
+                                                                                   if r.status == 200])}
     settings = Settings()
     detector = ObjectDetector.load(models_dir / "detector.onnx", settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
@@ -140,7 +150,8 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
     for level in modes["batched"]["levels"]:
         level["raw_images_per_s_at_mean_batch"] = raw[max(1, math.ceil(level["mean_batch"]))]["images_per_s"]
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
-                         "max_queue": settings.max_queue, "request_timeout_ms": settings.request_timeout_ms,
+                         "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
+                         "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance, "request_timeout_ms": settings.request_timeout_ms,
                          "worker_threads": settings.worker_threads, "intra_op_threads": settings.intra_op_threads},
             "seconds": seconds, "warmup_s": warmup_s, **modes, "raw": list(raw.values()),
             "elapsed_s": time.perf_counter() - t0}

@@ -42,6 +42,8 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
         assert all(x["mean_batch"] >= 1 for x in levels)
     assert all(x["mean_batch"] == 1 for x in rt["unbatched"]["levels"])        # batching off is off
     assert rt["batched"]["overload"]["sent"] > 0 and len(rt["batched"]["soak"]["samples"]) >= 2
+    adaptive = rt["batched"]["overload_adaptive"]      # the default server, adaptive concurrency limit
+    assert adaptive["sent"] > 0 and adaptive["unloaded_latency"]["n"] > 0 and "adaptive limit" in md.read_text()
     assert r["runtime_ratios"]["batched_over_raw"] > 0
     assert "### 9. Serving runtime" in md.read_text() and "### 10. Serving runtime: targets" in md.read_text()
 

@@ -1,0 +1,153 @@
+"""The adaptive concurrency limit (app/admission.py) on a fake clock, then in the server."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.admission import MIN_UNLOADED, PROBE_AFTER, PROBE_EVERY_S, PROBE_MAX_S, AdaptiveLimit
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import BUNDLED_MODELS, wait_ready
+from tests.images import small_jpeg
+from tests.test_serving import PHOTOS, hold, parts
+
+ALONE, BUSY = 1, 24      # requests in flight when one was admitted, itself included
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def learnt(base: float = 0.010, endpoint: str = "/detect", **kw) -> AdaptiveLimit:
+    limiter = AdaptiveLimit(kw.pop("min_limit", 2), kw.pop("max_limit", 24), kw.pop("tolerance", 2.0), **kw)
+    for _ in range(MIN_UNLOADED):
+        limiter.observe(endpoint, base, ALONE)
+    return limiter
+
+
+def test_off_is_the_fixed_limit():
+    limiter = AdaptiveLimit(2, 24, 0.0)
+    for _ in range(100):
+        limiter.observe("/detect", 10.0, BUSY)
+    assert not limiter.enabled and limiter.limit == 24 and limiter.unloaded("/detect") is None
+
+
+def test_the_unloaded_latency_is_a_low_quantile_of_requests_served_alone():
+    limiter = AdaptiveLimit(2, 24, 2.0)
+    for ms in (12, 11, 10, 50, 13):
+        limiter.observe("/detect", ms / 1000, ALONE)
+    limiter.observe("/detect", 0.001, 2)     # not alone: says nothing about the unloaded latency
+    assert limiter.unloaded("/detect") == pytest.approx(0.010)
+    assert limiter.unloaded("/segment") is None
+
+
+def test_slow_answers_shrink_it_to_its_floor_fast_and_quick_ones_grow_it_back():
+    limiter = learnt(0.010)
+    assert limiter.limit == 24                       # a fresh server serves a burst
+    for _ in range(12):
+        limiter.observe("/detect", 0.100, BUSY)      # 10 x the unloaded latency: a dozen take it down
+    assert limiter.limit <= 3
+    for _ in range(50):
+        limiter.observe("/detect", 0.100, BUSY)
+    assert limiter.limit == 2
+    for _ in range(50):
+        limiter.observe("/detect", 0.015, BUSY)      # within 2 x: about one more per round of requests
+    assert 5 <= limiter.limit <= 12
+    for _ in range(500):
+        limiter.observe("/detect", 0.012, ALONE)
+    assert limiter.limit == 24
+
+
+def test_it_settles_where_latency_is_tolerance_times_unloaded():
+    """A 2-core server: n requests at once each take the unloaded 10 ms x max(1, n / 2). Kept full
+    (overload), the limit settles at 4, where latency is twice the unloaded one."""
+    limiter = learnt(0.010)
+    seen = []
+    for _ in range(1000):
+        n = limiter.limit
+        limiter.observe("/detect", 0.010 * max(1.0, n / 2), n)
+        seen.append(limiter.limit)
+    assert set(seen[-200:]) <= {4, 5}
+
+
+def test_each_endpoint_is_judged_against_its_own_unloaded_latency():
+    limiter = learnt(0.010, "/detect")
+    for _ in range(MIN_UNLOADED):
+        limiter.observe("/segment", 0.060, ALONE)
+    for _ in range(500):
+        limiter.observe("/segment", 0.080, BUSY)     # slow, but not for /segment
+    assert limiter.limit == 24
+
+
+def test_a_server_busy_from_its_start_probes_for_the_unloaded_latency():
+    clock = Clock()
+    limiter = AdaptiveLimit(2, 24, 2.0, clock=clock)
+    for _ in range(PROBE_AFTER - 1):                   # a burst on a fresh server: served at the cap
+        limiter.observe("/detect", 0.050, BUSY)
+    assert limiter.limit == 24
+    limiter.observe("/detect", 0.050, BUSY)           # still no unloaded latency after that many: probe
+    assert limiter.limit == 1
+    for _ in range(MIN_UNLOADED):                      # at limit 1 every request is alone
+        limiter.observe("/detect", 0.010, ALONE)
+    assert limiter.unloaded("/detect") == pytest.approx(0.010) and limiter.limit == 24
+
+
+def test_a_probe_is_short_and_rare():
+    clock = Clock()
+    limiter = AdaptiveLimit(2, 24, 2.0, clock=clock)
+    for _ in range(PROBE_AFTER):
+        limiter.observe("/faces/detect", 0.050, BUSY)
+    assert limiter.limit == 1
+    clock.now += PROBE_MAX_S                           # nothing alone came: the probe ends anyway
+    assert limiter.limit == 24
+    limiter.observe("/faces/detect", 0.050, BUSY)
+    assert limiter.limit == 24                         # not again so soon
+    clock.now += PROBE_EVERY_S
+    limiter.observe("/faces/detect", 0.050, BUSY)
+    assert limiter.limit == 1
+
+
+def test_bad_bounds_are_refused():
+    with pytest.raises(ValueError):
+        AdaptiveLimit(0, 24, 2.0)
+    with pytest.raises(ValueError):
+        AdaptiveLimit(8, 4, 2.0)
+
+
+def test_the_server_refuses_at_its_adaptive_limit_and_reports_it(tmp_path):
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_in_flight=10, min_in_flight=3))
+    with TestClient(app) as c:
+        wait_ready(c)
+        assert "sightline_concurrency_limit 10.0" in c.get("/metrics").text
+        limiter = c.app.state.limiter
+        for _ in range(MIN_UNLOADED):          # one at a time: the server learns /detect's unloaded latency
+            assert c.post("/detect", files={"image": ("a.jpg", small_jpeg(), "image/jpeg")}).status_code == 200
+        assert limiter.unloaded("/detect") is not None
+        for _ in range(200):                   # then slow: it falls to its floor, and the server refuses there
+            limiter.observe("/detect", 50 * limiter.unloaded("/detect"), 10)
+        assert limiter.limit == 3
+        batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
+        gate, running, _ = hold(batcher)
+        with ThreadPoolExecutor(3) as pool:
+            busy = [pool.submit(c.post, "/detect", files=parts(PHOTOS[k])) for k in (0, 1, 2)]
+            assert running.wait(10)
+            deadline = time.monotonic() + 10
+            while c.app.state.engine.active < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = c.post("/detect", files=parts(PHOTOS[0]))
+            gate.set()
+            assert [f.result().status_code for f in busy] == [200, 200, 200]
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "concurrency limit" in refused.json()["error"]["message"]
+        assert "sightline_concurrency_limit " in c.get("/metrics").text
+    off = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path / "off", max_in_flight=3,
+                              latency_tolerance=0))
+    with TestClient(off) as c:
+        wait_ready(c)
+        assert "sightline_concurrency_limit 3.0" in c.get("/metrics").text
