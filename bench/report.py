@@ -158,7 +158,6 @@ def runtime_tables(r: dict) -> list[Table]:
     ratios = r["runtime_ratios"]
     rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
             [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]
-    s = rt["settings"]
     fixed = f"fixed limit {s.get('max_in_flight', 24)}"
     adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
     for key, how in (("overload", fixed), ("overload_adaptive", adaptive)):

@@ -151,7 +151,8 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
         level["raw_images_per_s_at_mean_batch"] = raw[max(1, math.ceil(level["mean_batch"]))]["images_per_s"]
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                          "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
-                         "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance, "request_timeout_ms": settings.request_timeout_ms,
+                         "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance,
+                         "request_timeout_ms": settings.request_timeout_ms,
                          "worker_threads": settings.worker_threads, "intra_op_threads": settings.intra_op_threads},
             "seconds": seconds, "warmup_s": warmup_s, **modes, "raw": list(raw.values()),
             "elapsed_s": time.perf_counter() - t0}

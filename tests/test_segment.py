@@ -246,7 +246,8 @@ def test_tune_size_writes_the_best_validation_size_and_serves_it(run, scenes, tm
                             "--out", str(one / "m.json")]) == 0
         assert json.loads((one / "m.json").read_text())["miou"] == pytest.approx(search["scores"][str(size)]["miou"],
                                                                                 abs=1e-4)
-    assert segment_cli(["tune-size", "--model", str(path), "--val", str(scenes / "val"), "--sizes", "70"]) == 2
+    for bad in ("70", "64,x"):     # off the stride; not a number
+        assert segment_cli(["tune-size", "--model", str(path), "--val", str(scenes / "val"), "--sizes", bad]) == 2
 
 
 def test_voc_style_folder_with_palette_masks(tmp_path):

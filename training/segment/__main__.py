@@ -95,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         from training.segment.input_size import tune_segmenter_size
 
         try:
-            tune_segmenter_size(args.model, args.val, [int(s) for s in args.sizes.split(",")] if args.sizes else None,
-                                limit=args.limit)
+            sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+        except ValueError:
+            print(f"error: --sizes {args.sizes!r} is not a comma-separated list of integers", file=sys.stderr)
+            return 2
+        try:
+            tune_segmenter_size(args.model, args.val, sizes, limit=args.limit)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
