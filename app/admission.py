@@ -21,10 +21,10 @@ by the gradient method of Netflix's concurrency-limits and Envoy's adaptive conc
   (the distinction CoDel draws between a good queue and a standing one).
 
 Measured on the 2-core build host, ``POST /detect`` from an open-loop client at twice the
-sustainable rate for 20 s (``bench.runtime``; README, Serving runtime): against a fixed limit of
-24, the median latency of admitted requests fell from 228 to 28 ms and their p99 from 338 to 61 ms
-(3.8 times the p99 of one client alone), refusals took 9.4 ms at p99 instead of 66, and 13 % fewer
-requests were served. A first version with Netflix Gradient2's rule (``limit x gradient +
+sustainable rate for 20 s (``make bench``, section 10): against a fixed limit of 24, the median
+latency of admitted requests fell from 226 to 33 ms and their p99 from 328 to 66 ms (3.7 times the
+p99 of one client alone), refusals took 12.7 ms at p99 instead of 33, and 14 % fewer requests were
+served. A first version with Netflix Gradient2's rule (``limit x gradient +
 sqrt(limit)`` on every answer, smoothed, the limit starting at its floor) left p99 at 115 ms: that
 rule settles latency above the tolerance, at ``tolerance / (1 - 1 / sqrt(limit))`` times the
 unloaded latency, and it refused the bursts of a fresh server.
