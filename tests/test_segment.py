@@ -237,6 +237,7 @@ def test_tune_size_writes_the_best_validation_size_and_serves_it(run, scenes, tm
             .custom_metadata_map.items()}
     search = meta["input_size_search"]
     assert sorted(map(int, search["scores"])) == sizes and meta["train_input_size"] == 64
+    assert search["val_images"] == 4      # the default limit (100) is more than the set holds
     best = max(sizes, key=lambda s: (search["scores"][str(s)]["miou"], -s))
     assert meta["input_size"] == search["chosen"] == best
     for size in sizes:   # what was scored at each size is what the server answers with the file at that size

@@ -24,15 +24,18 @@ def tune_segmenter_size(model: Path, val: Path, sizes: Sequence[int] | None = No
                         limit: int | None = VAL_IMAGES) -> dict[str, object]:
     """Score ``model`` on ``val`` at each size through the served API, write the best into ``out``
     (default: ``model`` itself) and return the search."""
+    from training.segment.data import load_segmentation
     from training.segment.heldout import evaluate_segmenter
 
     arch = file_metadata(model)["architecture"]
     stride = arch.get("output_stride", 1) * 2 ** arch["depth"]
     if sizes and any(s <= 0 or s % stride for s in sizes):
         raise ValueError(f"sizes must be positive multiples of {stride} (this model's largest stride)")
+    available = len(load_segmentation(val).samples)
+
     def score(trial: Path) -> dict[str, float]:
         metrics = evaluate_segmenter(val, models=trial.parent, limit=limit)
         return {METRIC: metrics["miou"], **{f"iou_{k}": v for k, v in metrics["iou"].items() if v is not None}}
 
     return search_input_size(model, score, METRIC, sizes, out, MAX_RATIO, OUTPUT_AXES,
-                             describe={"val_images": limit})
+                             describe={"val_images": min(limit, available) if limit else available})
