@@ -11,6 +11,8 @@ by the gradient method of Netflix's concurrency-limits and Envoy's adaptive conc
   answered ``PROBE_AFTER`` requests without having learnt it, the limit drops to 1 for a moment (at
   most ``PROBE_MAX_S``, at most once per ``PROBE_EVERY_S``) to measure it, as Envoy's filter
   measures its minimum RTT. Ordinary bursts on a fresh server never cause a probe.
+- a request with several photos is its own kind: ``/detect`` with 3 photos learns and is judged
+  against the unloaded latency of ``/detect`` with 3 photos (``request_images``), not of one;
 - every answered request gives a **gradient**, ``tolerance x unloaded / latency``. At 1 or more
   (it took less than ``tolerance`` times the unloaded latency) the limit grows by ``1 / limit``,
   about one more request per round of ``limit`` requests, as TCP's congestion window grows. Below
@@ -39,6 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from contextvars import ContextVar
 from typing import Callable
 
 UNLOADED_SAMPLES = 50      # recent unloaded latencies kept per endpoint
@@ -48,6 +51,22 @@ SHRINK = 0.3               # how far one slow request moves the limit towards li
 PROBE_AFTER = 50           # answers without an unloaded latency before a probe for it
 PROBE_MAX_S = 1.0          # a probe (limit 1) lasts at most this long
 PROBE_EVERY_S = 10.0       # and starts at most this often
+
+
+# The request being served: how many photos it carries, written by the routes that read them
+# (``note_images``); the middleware reads it to judge the request against its own kind.
+request_images: ContextVar[dict[str, int] | None] = ContextVar("sightline_request_images", default=None)
+
+
+def note_images(count: int) -> None:
+    size = request_images.get()
+    if size is not None:
+        size["images"] = count
+
+
+def kind(endpoint: str, images: int) -> str:
+    """What an answer is judged against: the endpoint, and the photo count when it is not one."""
+    return endpoint if images <= 1 else f"{endpoint} x{images}"
 
 
 class AdaptiveLimit:

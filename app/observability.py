@@ -21,7 +21,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import AdaptiveLimit
+from app.admission import AdaptiveLimit, kind, request_images
 from app.batching import RETRY_AFTER_S, BatchObserver, request_deadline
 from app.errors import send_error
 
@@ -113,12 +113,15 @@ class RequestMiddleware:
                 return
             self.posts += 1
             concurrent = self.posts
+            size = {"images": 1}
+            token = request_images.set(size)      # the route notes how many photos it read
             try:
                 status, seconds = await self._serve(scope, receive, send)
             finally:
                 self.posts -= 1
+                request_images.reset(token)
             if 200 <= status < 300:
-                self.limiter.observe(_endpoint(scope), seconds, concurrent)
+                self.limiter.observe(kind(_endpoint(scope), size["images"]), seconds, concurrent)
                 self.metrics.limit.set(self.limiter.limit)
         else:
             await self._serve(scope, receive, send)

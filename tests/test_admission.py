@@ -146,6 +146,14 @@ def test_the_server_refuses_at_its_adaptive_limit_and_reports_it(tmp_path):
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert "concurrency limit" in refused.json()["error"]["message"]
         assert "sightline_concurrency_limit " in c.get("/metrics").text
+    several = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path / "several", max_in_flight=10))
+    with TestClient(several) as c:         # three photos in a request: judged against three photos, not one
+        wait_ready(c)
+        limiter = c.app.state.limiter
+        for files in ([parts(PHOTOS[0])] * MIN_UNLOADED) + ([parts(*PHOTOS)] * MIN_UNLOADED):
+            assert c.post("/detect", files=files).status_code == 200
+        one, three = limiter.unloaded("/detect"), limiter.unloaded("/detect x3")
+        assert one is not None and three is not None and limiter.limit == 10
     off = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path / "off", max_in_flight=3,
                               latency_tolerance=0))
     with TestClient(off) as c:

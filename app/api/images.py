@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import File, UploadFile
 
+from app.admission import note_images
 from app.errors import InvalidRequest
 
 ImageFiles = Annotated[list[UploadFile], File(description=(
@@ -16,4 +17,5 @@ async def read_images(files: list[UploadFile], limit: int) -> list[bytes]:
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} images in one request; at most {limit} (SIGHTLINE_MAX_IMAGES)",
                              code="too_many_images")
+    note_images(len(files))
     return [await f.read() for f in files]
