@@ -29,15 +29,15 @@ def candidate_sizes(train_size: int, max_ratio: float = 1.3, step: int = 32) -> 
 def with_input_size(src: Path, dst: Path, size: int, extra: dict[str, object] | None = None,
                     output_axes: dict[int, str] | None = None) -> Path:
     """Copy ``src`` to ``dst`` declaring ``size`` as its input size (graph input height and width
-    made free if they were fixed; likewise the first output's ``output_axes``, default the detector's
-    row axis), plus any ``extra`` metadata."""
+    made free if they were fixed; likewise the first output's ``output_axes``, the axes whose length
+    follows the input size, with their names), plus any ``extra`` metadata."""
     proto = onnx.load(str(src))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     for axis, name in ((2, "height"), (3, "width")):
         dims[axis].ClearField("dim_value")
         dims[axis].dim_param = name
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
-    for axis, name in (output_axes or {1: "rows"}).items():
+    for axis, name in (output_axes or {}).items():
         out_dims[axis].ClearField("dim_value")
         out_dims[axis].dim_param = name
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}

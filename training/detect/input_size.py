@@ -12,6 +12,7 @@ from typing import Sequence
 from training.input_size import search_input_size
 
 METRIC = "map50_95"
+OUTPUT_AXES = {1: "rows"}   # (B, rows, 5 + classes): one row per anchor, so as many as the input size gives
 
 
 def tune_input_size(model: Path, val: Path, sizes: Sequence[int] | None = None, out: Path | None = None,
@@ -26,7 +27,8 @@ def tune_input_size(model: Path, val: Path, sizes: Sequence[int] | None = None, 
         return {k: metrics[k] for k in ("map50", METRIC, "map_small", "map_large")}
 
     images = limit or len(json.loads(_coco(val).read_text())["images"])
-    return search_input_size(model, score, METRIC, sizes, out, describe={"val_images": images})
+    return search_input_size(model, score, METRIC, sizes, out, output_axes=OUTPUT_AXES,
+                             describe={"val_images": images})
 
 
 def _coco(data: Path) -> Path:
