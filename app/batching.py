@@ -3,8 +3,13 @@
 A request's preprocessed tensor (one or more rows: one image, or the faces of one photo) waits in
 the model's queue; the batcher's worker takes the oldest request, then waits up to ``max_delay``
 for more until ``max_batch`` rows are in, runs ONNX Runtime once on the rows stacked (off the event
-loop, on the model's own inference thread) and hands every request its slice. Every model's inputs
-share one shape after letterbox or alignment, so any requests can share a batch.
+loop, on one of the model's own inference threads) and hands every request its slice. Every model's
+inputs share one shape after letterbox or alignment, so any requests can share a batch.
+
+Up to ``instances`` runs of one model are in flight at once (Triton's instance count): the worker
+forms the next batch only once an instance is free, so while all are busy the queue grows into a
+larger batch. On a CPU, several single-threaded runs side by side keep the cores busier than one
+run parallelised inside (small convolutions split poorly across threads); see ``app.runtime``.
 
 Backpressure: the queue is bounded (``max_queue`` requests); a request finding it full is refused
 at once (``Overloaded``: 503 with ``Retry-After``); one whose deadline has passed while it waited is
@@ -83,6 +88,7 @@ class BatchSettings:
     max_batch: int = 16          # rows per ONNX Runtime call; 1 turns batching off
     max_delay_ms: float = 3.0    # how long the oldest request waits for company
     max_queue: int = 64          # requests waiting per model before new ones get 503
+    instances: int = 1           # runs of one model in flight at once
 
 
 class DynamicBatcher:
@@ -92,7 +98,7 @@ class DynamicBatcher:
                  observer: BatchObserver | None = None, in_flight: Callable[[], int] | None = None) -> None:
         """``in_flight``: how many requests the server is serving now, anywhere in their pipelines;
         when all of them already wait here, nobody can join the batch and it runs at once."""
-        if settings.max_batch < 1 or settings.max_queue < 1 or settings.max_delay_ms < 0:
+        if settings.max_batch < 1 or settings.max_queue < 1 or settings.max_delay_ms < 0 or settings.instances < 1:
             raise ValueError(f"bad batch settings {settings}")
         self.name, self.run, self.settings, self.in_flight = name, run, settings, in_flight
         self.observer = observer or BatchObserver()
@@ -100,13 +106,17 @@ class DynamicBatcher:
         self._pending: deque[_Request] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        # one inference thread per model: ONNX Runtime parallelises inside a run (intra-op threads)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._free: asyncio.Semaphore | None = None      # instances not running a batch
+        self._runs: set[asyncio.Task[None]] = set()
+        self._running = 0                                # requests in the batches running now
+        # one inference thread per instance (ONNX Runtime may parallelise inside a run too)
+        self._thread = ThreadPoolExecutor(max_workers=settings.instances, thread_name_prefix=f"infer-{name}")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         if self._worker is None:
             self._wakeup = asyncio.Event()
+            self._free = asyncio.Semaphore(self.settings.instances)
             self._worker = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -118,6 +128,8 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        if self._runs:                      # batches already running finish and answer their requests
+            await asyncio.gather(*self._runs, return_exceptions=True)
         while self._pending:
             req = self._pending.popleft()
             if not req.future.done():
@@ -148,15 +160,17 @@ class DynamicBatcher:
         return sum(len(r.rows) for r in self._pending if not r.future.done())
 
     def _company_possible(self) -> bool:
+        """Whether a request in flight elsewhere (not waiting here, not in a running batch) could come."""
         if self.in_flight is None:
             return True
-        return self.in_flight() > sum(1 for r in self._pending if not r.future.done())
+        return self.in_flight() > sum(1 for r in self._pending if not r.future.done()) + self._running
 
     async def _loop(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._free is not None
         loop = asyncio.get_running_loop()
         delay = self.settings.max_delay_ms / 1000.0
         while True:
+            await self._free.acquire()          # an instance is free: form its batch
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -174,8 +188,18 @@ class DynamicBatcher:
                         break
             batch = self._take()
             self.observer.queue_depth(self.name, len(self._pending))
-            if batch:
-                await self._run(batch, loop)
+            if not batch:
+                self._free.release()
+                continue
+            self._running += len(batch)
+            task = asyncio.create_task(self._run(batch, loop), name=f"run-{self.name}")
+            self._runs.add(task)
+            task.add_done_callback(self._ran)
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        assert self._free is not None
+        self._free.release()
 
     def _take(self) -> list[_Request]:
         """The oldest waiting requests up to ``max_batch`` rows (a request larger than that runs
@@ -211,6 +235,8 @@ class DynamicBatcher:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
+        finally:
+            self._running -= len(batch)
         self.observer.batch(self.name, len(stacked), len(batch), time.perf_counter() - started)
         start = 0
         for req in batch:

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from app.pipeline import Infer, Steps, run_steps
-from app.runtime import ModelLoadError, create_session, parse_metadata, read_metadata
+from app.runtime import ModelLoadError, SessionRunner, create_session, parse_metadata, read_metadata
 from app.settings import Settings
 from app.vision.anchors import anchor_grid
 from app.vision.letterbox import Letterbox, letterbox, to_tensor
@@ -66,7 +66,7 @@ class ObjectDetector:
 
     def __init__(self, session: ort.InferenceSession, meta: DetectorMeta, path: Path) -> None:
         self.session, self.meta, self.path = session, meta, path
-        self.input_name = session.get_inputs()[0].name
+        self.runner = SessionRunner(session)
         self.grid = anchor_grid(meta.input_size, meta.strides, meta.anchors)
         self.raw_metadata: dict[str, Any] = {}
 
@@ -102,7 +102,7 @@ class ObjectDetector:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S) float32`` → raw ``(B, N, 5 + C)``."""
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.runner.run(batch)
 
     def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return postprocess_detections(raw, self.grid, geo, params.conf, params.iou, params.max_det, params.classes)

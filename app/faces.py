@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.detector import DetectParams, Normalization, ObjectDetector
 from app.pipeline import Infer, Steps, run_steps
-from app.runtime import ModelLoadError, parse_metadata
+from app.runtime import ModelLoadError, SessionRunner, parse_metadata
 from app.vision.align import (align_face, average_mirror_reading, crop_box, invert_affine, sum_mirror_embeddings,
                               transform_points, unit, with_mirror)
 from app.vision.letterbox import to_tensor
@@ -77,7 +77,7 @@ class _OnnxModel(ABC):
 
     def __init__(self, session: ort.InferenceSession, meta: _Meta, path: Path) -> None:
         self.session, self.meta, self.path = session, meta, path
-        self.input_name = session.get_inputs()[0].name
+        self.runner = SessionRunner(session)
         self.raw_metadata: dict[str, Any] = {}
 
     @classmethod
@@ -100,7 +100,7 @@ class _OnnxModel(ABC):
         return self.session.get_providers()[0]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.runner.run(batch)
 
 
 class LandmarkModel(_OnnxModel):

@@ -24,6 +24,7 @@ from app.limits import BodyLimitMiddleware
 from app.observability import Metrics, RequestMiddleware
 from app.pipeline import Engine
 from app.registry import ModelRegistry, load_models
+from app.runtime import thread_plan
 from app.settings import Settings
 
 log = logging.getLogger("sightline")
@@ -87,13 +88,16 @@ def _drain_on_sigterm(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    workers = settings.worker_threads or (os.cpu_count() or 1)
-    app.state.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sightline")
+    plan = thread_plan(settings)
+    log.info("threads: %d pool workers; per model %d run(s) side by side, %d ONNX Runtime thread(s) each",
+             plan.workers, plan.instances, plan.intra_op)
+    app.state.pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="sightline")
     app.state.registry = ModelRegistry()
     app.state.gallery = None
     app.state.draining = False
     app.state.engine = Engine(app.state.pool, BatchSettings(
-        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue),
+        max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue,
+        instances=plan.instances),
         app.state.metrics)
     _drain_on_sigterm(app)
     loading = asyncio.create_task(_load(app))

@@ -53,6 +53,7 @@ class ModelInfo(BaseModel):
     version: str
     file: str
     execution_provider: str
+    io_binding: bool = Field(description="inputs kept in device buffers between runs (on CUDA)")
     metadata: dict[str, Any]
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.detector import Normalization, StageTimes
 from app.pipeline import Infer, Steps, run_steps
-from app.runtime import ModelLoadError, parse_metadata
+from app.runtime import ModelLoadError, SessionRunner, parse_metadata
 from app.vision.letterbox import letterbox, to_tensor
 from app.vision.masks import logits_to_mask
 
@@ -58,7 +58,7 @@ class Segmenter:
 
     def __init__(self, session: ort.InferenceSession, meta: SegmenterMeta, path: Path) -> None:
         self.session, self.meta, self.path = session, meta, path
-        self.input_name = session.get_inputs()[0].name
+        self.runner = SessionRunner(session)
         self.raw_metadata: dict[str, Any] = {}
 
     @classmethod
@@ -83,7 +83,7 @@ class Segmenter:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S) float32`` → logits ``(B, C, S / stride, S / stride)``."""
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.runner.run(batch)
 
     def segment_steps(self, image: np.ndarray) -> Steps[Segmentation]:
         """``HxWx3 uint8 RGB`` → class ids at the image's own resolution (``app.pipeline`` steps)."""

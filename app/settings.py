@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per model; 0 = cores")
+    inference_instances: int = Field(0, ge=0, description=(
+        "runs of one model in flight at once (each a batch); 0 = as many as cores on the CPU, 1 on CUDA"))
+    intra_op_threads: int = Field(0, ge=0, description=(
+        "ONNX Runtime threads inside one model run; 0 = the cores shared out among the instances"))
     worker_threads: int = Field(0, ge=0, description=(
         "thread pool for decode, pre- and post-processing and the gallery; 0 = as many as cores"))
     max_batch: int = Field(16, ge=1, le=256, description=(

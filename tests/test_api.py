@@ -54,6 +54,7 @@ def test_health_ready_models(client):
     models = client.get("/models").json()["models"]
     det = next(m for m in models if m["task"] == "detection")
     assert det["execution_provider"] in {"CPUExecutionProvider", "CUDAExecutionProvider"}
+    assert all(m["io_binding"] == (m["execution_provider"] == "CUDAExecutionProvider") for m in models)
     assert det["metadata"]["class_names"] == ["pedestrian", "car", "motorcycle"]
     assert det["metadata"]["anchors"] and det["metadata"]["input_size"]
 

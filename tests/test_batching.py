@@ -242,3 +242,113 @@ def test_it_waits_for_company_only_while_other_requests_are_in_flight(others):
         assert waited >= 0.19                          # another request may join: it waits max_delay
     else:
         assert waited < 0.1                            # nobody else is in flight: it runs at once
+
+
+class CountingModel(FakeModel):
+    """A FakeModel that records how many of its runs were in progress at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+        self.two_running = threading.Event()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            if self.now >= 2:
+                self.two_running.set()
+        try:
+            return super().run(batch)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("instances", [1, 2, 3])
+def test_instances_bound_the_runs_in_flight(instances):
+    """With the model held, exactly ``instances`` batches start; the rest wait in the queue, and once
+    released they run in batches that gathered while the instances were busy."""
+    async def main():
+        model = CountingModel()
+        model.gate.clear()
+        batcher = await started(model, BatchSettings(max_batch=4, max_delay_ms=0, instances=instances))
+        first = []
+        for i in range(instances):                 # one by one, so that each starts its own batch
+            first.append(asyncio.ensure_future(batcher.infer(rows(i))))
+            await until(lambda: model.now == i + 1)
+        later = [asyncio.ensure_future(batcher.infer(rows(100 + i))) for i in range(8)]
+        await asyncio.sleep(0.1)
+        started_runs = model.now
+        model.gate.set()
+        answers = await asyncio.gather(*first, *later)
+        await batcher.stop()
+        return model, started_runs, answers
+
+    model, started_runs, answers = asyncio.run(main())
+    assert started_runs == instances and model.most == instances
+    assert [float(a[0, 0]) for a in answers] == [10 * v for v in [*range(instances), *range(100, 108)]]
+    assert sorted(len(b) for b in model.batches) == [1] * instances + [4, 4]   # the 8 waiting: max_batch each
+
+
+def test_two_instances_run_side_by_side():
+    """The second batch starts while the first is still running (which one instance never allows)."""
+    async def main():
+        model = CountingModel()
+        model.gate.clear()
+        batcher = await started(model, BatchSettings(max_batch=1, max_delay_ms=0, instances=2))
+        a = asyncio.ensure_future(batcher.infer(rows(1)))
+        b = asyncio.ensure_future(batcher.infer(rows(2)))
+        both = await asyncio.get_running_loop().run_in_executor(None, model.two_running.wait, 5)
+        model.gate.set()
+        out = await asyncio.gather(a, b)
+        await batcher.stop()
+        return both, out
+
+    both, out = asyncio.run(main())
+    assert both and [float(o[0, 0]) for o in out] == [10, 20]
+
+
+def test_stop_lets_running_batches_answer():
+    async def main():
+        model, seen = FakeModel(), Recorder()
+        batcher, first = await busy(model, BatchSettings(max_batch=1, max_delay_ms=0, instances=2), seen)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await stopping
+        return await first
+
+    assert float(asyncio.run(main())[0, 0]) == 0.0
+
+
+def test_company_is_not_awaited_from_requests_already_running():
+    """Two requests in flight, the first inside a batch running (held) on one instance: the second
+    cannot be joined by it, so it starts on the other instance at once instead of waiting max_delay."""
+    async def main():
+        model = CountingModel()
+        model.gate.clear()
+        batcher = DynamicBatcher("fake", model.run, BatchSettings(max_batch=8, max_delay_ms=300, instances=2),
+                                 in_flight=lambda: 2)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(batcher.infer(rows(1)))   # waits 300 ms for the other, then runs
+        await loop.run_in_executor(None, model.started.wait, 5)
+        t0 = time.perf_counter()
+        second = asyncio.ensure_future(batcher.infer(rows(2)))
+        both = await loop.run_in_executor(None, model.two_running.wait, 5)
+        waited = time.perf_counter() - t0
+        model.gate.set()
+        await asyncio.gather(first, second)
+        await batcher.stop()
+        return both, waited
+
+    both, waited = asyncio.run(main())
+    assert both and waited < 0.2

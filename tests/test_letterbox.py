@@ -1,7 +1,8 @@
+import cv2
 import numpy as np
 import pytest
 
-from app.vision.letterbox import letterbox, letterbox_boxes, letterbox_geometry, to_tensor, unletterbox_boxes
+from app.vision.letterbox import AREA_BELOW_SCALE, letterbox, letterbox_boxes, letterbox_geometry, to_tensor, unletterbox_boxes
 
 
 @pytest.mark.parametrize("w,h", [(640, 480), (480, 640), (300, 300), (1000, 200), (241, 637), (100, 90)])
@@ -32,6 +33,32 @@ def test_pixel_lands_where_the_box_map_says():
     ys, xs = np.nonzero(canvas[..., 0] > 127)
     assert abs(xs.min() - box[0]) <= 1 and abs(xs.max() + 1 - box[2]) <= 1
     assert abs(ys.min() - box[1]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
+
+
+def test_strong_downscale_averages_instead_of_aliasing():
+    """A 1-pixel checkerboard shrunk 3x must come out grey everywhere (each output pixel averages a
+    3x3 block: 4 or 5 white pixels of 9, 113 or 142), where bilinear sampling keeps near-black and
+    near-white pixels."""
+    board = np.repeat(((np.indices((300, 300)).sum(0) % 2) * 255).astype(np.uint8)[:, :, None], 3, 2)
+    canvas, geo = letterbox(board, 100)
+    assert geo.scale < AREA_BELOW_SCALE
+    assert canvas.min() >= 113 and canvas.max() <= 142
+    sampled = cv2.resize(board, (100, 100), interpolation=cv2.INTER_LINEAR)
+    assert sampled.min() < 60 and sampled.max() > 200
+
+
+@pytest.mark.parametrize("size", [416, 320])
+def test_mild_downscale_stays_close_to_the_area_average(size):
+    """Above half size the cheaper bilinear resize is used; on a photo-like image (smooth shapes,
+    edges, noise) it differs from the area average by about a grey level on average."""
+    rng = np.random.default_rng(size)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 1.0)
+    cv2.rectangle(img, (100, 80), (300, 260), (250, 20, 20), -1)
+    canvas, geo = letterbox(img, size)
+    assert AREA_BELOW_SCALE <= geo.scale < 1
+    x1, y1, x2, y2 = geo.content
+    area = cv2.resize(img, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(canvas[y1:y2, x1:x2] - area).mean() < 2.0
 
 
 def test_unletterbox_clips_to_image():

@@ -90,7 +90,8 @@ def test_too_many_images_is_422(tmp_path):
 
 
 def test_a_full_queue_is_503_with_retry_after_and_counted(tmp_path):
-    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_batch=1, max_queue=1))
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_batch=1, max_queue=1,
+                              inference_instances=1))              # one run at a time: the queue builds
     with TestClient(app) as c:
         wait_ready(c)
         engine = c.app.state.engine

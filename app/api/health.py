@@ -36,7 +36,8 @@ async def models(registry: RegistryDep) -> ModelsResponse:
     """Each loaded model's metadata and the ONNX Runtime execution provider it really runs on."""
     return ModelsResponse(models=[
         ModelInfo(name=m.meta.name, task=m.meta.task, version=m.meta.version, file=m.path.name,
-                  execution_provider=m.provider, metadata=m.raw_metadata)
+                  execution_provider=m.provider, io_binding=m.runner.io_binding,
+                  metadata=m.raw_metadata)
         for m in registry.describe()])
 
 

@@ -40,13 +40,24 @@ def letterbox_geometry(width: int, height: int, size: int) -> Letterbox:
                      width=width, height=height, size=size)
 
 
+# Below this scale a bilinear resize skips source pixels (aliasing), so the area average is used;
+# at or above it bilinear reads every source pixel and costs a quarter of INTER_AREA at a
+# non-integer ratio (0.33 against 1.4 ms for 640x480 -> 416x312, on the bench machine).
+AREA_BELOW_SCALE = 0.5
+
+
+def resize_interpolation(scale: float) -> int:
+    """The OpenCV interpolation ``letterbox`` resizes with at ``scale`` (output / input side)."""
+    return cv2.INTER_AREA if scale < AREA_BELOW_SCALE else cv2.INTER_LINEAR
+
+
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """Place an ``HxWx3 uint8`` image in a ``size x size x 3 uint8`` canvas padded with 114."""
     h, w = image.shape[:2]
     geo = letterbox_geometry(w, h, size)
     x1, y1, x2, y2 = geo.content
-    interp = cv2.INTER_AREA if geo.scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (x2 - x1, y2 - y1), interpolation=interp) if geo.scale != 1 else image
+    resized = cv2.resize(image, (x2 - x1, y2 - y1), interpolation=resize_interpolation(geo.scale)) \
+        if geo.scale != 1 else image
     canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
     canvas[y1:y2, x1:x2] = resized
     return canvas, geo
