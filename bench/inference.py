@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from app.detector import ObjectDetector
@@ -21,3 +24,18 @@ def bench_raw(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, i
     return {"batch": batch, "warmup": warmup, **summary,
             "images_per_s": batch * 1000.0 / summary["median_ms"],
             "images_per_s_mean": batch * 1000.0 / summary["mean_ms"]}
+
+
+def bench_raw_side_by_side(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, runs: int,
+                           iterations: int, warmup: int) -> dict:
+    """``runs`` threads each calling ``detector.run`` on its own fixed batch ``iterations`` times at
+    once (the server's instances): images/s over the wall time of all of them."""
+    x = [make_batch(tensors[k:] + tensors[:k], batch) for k in range(runs)]
+    with ThreadPoolExecutor(runs) as pool:
+        for _ in range(warmup):
+            list(pool.map(detector.run, x))
+        t0 = time.perf_counter()
+        list(pool.map(lambda b: [detector.run(b) for _ in range(iterations)], x))
+        wall = time.perf_counter() - t0
+    return {"batch": batch, "runs": runs, "iterations": iterations, "warmup": warmup, "seconds": wall,
+            "images_per_s": runs * iterations * batch / wall}

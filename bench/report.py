@@ -136,11 +136,18 @@ def segment_table(r: dict) -> Table:
                  ["format", "requests", "p50 ms", "p99 ms", "response kB (mean)", "response kB (max)"], rows, note)
 
 
+def _raw_ways(rt: dict) -> str:
+    """Both raw figures per batch size, e.g. ``batch 8: 110 one run, 150 side by side``."""
+    return "; ".join(f"batch {x['batch']}: {_f(x['one_run_images_per_s'])} one run, "
+                     f"{_f(x['side_by_side_images_per_s'])} with {x['runs_side_by_side']} side by side"
+                     for x in rt["raw"] if "one_run_images_per_s" in x) or "one way measured"
+
+
 def runtime_tables(r: dict) -> list[Table]:
     rt = r["runtime"]
     rows = []
-    for mode in ("batched", "unbatched"):
-        for x in rt[mode]["levels"]:
+    for mode in ("batched", "unbatched", "batched_one_run"):
+        for x in rt.get(mode, {}).get("levels", []):
             errors = sum(x["errors"].values())
             raw = x.get("raw_images_per_s_at_mean_batch")
             rows.append([mode, str(x["clients"]), str(x["ok"]), str(errors), _f(x["images_per_s"]),
@@ -148,16 +155,22 @@ def runtime_tables(r: dict) -> list[Table]:
                          _f(raw) if raw else "", _f(x["images_per_s"] / raw, 2) if raw else ""])
     s = rt["settings"]
     note = (f"batched: SIGHTLINE_MAX_BATCH={s['max_batch']}, MAX_DELAY_MS={s['max_delay_ms']:g}, "
-            f"MAX_QUEUE={s['max_queue']}; unbatched: MAX_BATCH=1; both with a fixed concurrency limit "
+            f"MAX_QUEUE={s['max_queue']}, {s.get('instances', 1)} run(s) of the model side by side on "
+            f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; batched_one_run: "
+            "INFERENCE_INSTANCES=1 (one run at a time, on all cores); all with a fixed concurrency limit "
             f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). {rt['seconds']:g} s per level after "
             f"{rt['warmup_s']:g} s warm-up; mean batch from /metrics (warm-up included); raw = the detector alone "
-            "in this process at that batch size. Same machine, one run.")
+            "in this process at that batch size, the faster of the server's runs side by side and one run on all "
+            f"cores ({_raw_ways(rt)}). Same machine, one run.")
     out = [Table("9. Serving runtime: dynamic batching against batching off and raw ONNX Runtime (`POST /detect`)",
                  ["server", "clients", "ok", "errors", "images/s", "p50 ms", "p99 ms", "mean batch",
                   "raw ORT images/s at that batch", "server / raw"], rows, note)]
     ratios = r["runtime_ratios"]
     rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
             [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]
+    if "batched_over_one_run" in ratios:
+        rows.append([f"batched, runs side by side / one run at a time, at {ratios['clients']} clients",
+                     _f(ratios["batched_over_one_run"], 3), ""])
     fixed = f"fixed limit {s.get('max_in_flight', 24)}"
     adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
     for key, how in (("overload", fixed), ("overload_adaptive", adaptive)):

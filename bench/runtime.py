@@ -1,11 +1,13 @@
 """Section 9: the serving runtime. One run, one machine, loopback, 640x480 JPEGs on ``POST /detect``:
 
 - closed-loop clients (``bench.rawhttp``: lean, so that the client leaves the cores to the server)
-  at each concurrency against the server as configured (dynamic batching) and
-  the same server with batching off (``SIGHTLINE_MAX_BATCH=1``): images/s, p50 and p99 latency,
-  and the mean batch the batcher formed (from ``/metrics``);
+  at each concurrency against the server as configured (dynamic batching), the same server with
+  batching off (``SIGHTLINE_MAX_BATCH=1``), and the same server with one model run at a time on all
+  cores (``SIGHTLINE_INFERENCE_INSTANCES=1``, the default before runs side by side): images/s, p50
+  and p99 latency, and the mean batch the batcher formed (from ``/metrics``);
 - the raw ONNX Runtime upper bound: the detector alone on preprocessed tensors, at the batch sizes
-  the batcher formed, in this process;
+  the batcher formed, in this process, the faster of the server's thread plan and one run at a time
+  on all cores;
 - overload: open-loop arrivals at ``overload_factor`` x the batched server's throughput at 16
   clients; the latency of the requests admitted against the unloaded p99 (one client), and how fast
   the rest are refused; once with the fixed concurrency limit the levels ran with, once with the
@@ -19,6 +21,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -27,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.detector import ObjectDetector
 from app.imaging import decode_image
+from app.runtime import thread_plan
 from app.settings import Settings
-from bench.inference import bench_raw
+from bench.inference import bench_raw, bench_raw_side_by_side
 from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
 from bench.server import Server, process_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
@@ -127,7 +131,8 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                   overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
     t0 = time.perf_counter()
     modes = {}
-    for mode, env in (("batched", FIXED_LIMIT), ("unbatched", {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"})):
+    for mode, env in (("batched", FIXED_LIMIT), ("unbatched", {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"}),
+                      ("batched_one_run", {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"})):
         with uvicorn_server(models_dir, settings=env) as server:
             modes[mode] = {"levels": measure_levels(server, jpegs, clients, seconds, warmup_s)}
             if mode == "batched":
@@ -143,26 +148,46 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                                                  "unloaded_latency": summarize_ms([r.seconds for r in alone
                                                                                    if r.status == 200])}
     settings = Settings()
-    detector = ObjectDetector.load(models_dir / "detector.onnx", settings)
-    tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
     sizes = sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in modes["batched"]["levels"])})
-    raw = {b: bench_raw(detector, tensors, b, max(20, 400 // b), 3) for b in sizes}
+    raw = bench_raw_bound(models_dir / "detector.onnx", settings, jpegs, sizes)
     for level in modes["batched"]["levels"]:
         level["raw_images_per_s_at_mean_batch"] = raw[max(1, math.ceil(level["mean_batch"]))]["images_per_s"]
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                          "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
                          "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance,
-                         "request_timeout_ms": settings.request_timeout_ms,
-                         "worker_threads": settings.worker_threads, "intra_op_threads": settings.intra_op_threads},
+                         "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
             "seconds": seconds, "warmup_s": warmup_s, **modes, "raw": list(raw.values()),
             "elapsed_s": time.perf_counter() - t0}
 
 
+def bench_raw_bound(model: Path, settings: Settings, jpegs: list[bytes], sizes: list[int]) -> dict[int, dict]:
+    """The detector alone on preprocessed tensors at each batch size, in the two ways the cores can
+    run it: the server's thread plan (its instances side by side, each on its intra-op threads) and
+    one run at a time on all cores; the upper bound is the faster of the two."""
+    plan = thread_plan(settings)
+    side = ObjectDetector.load(model, settings)
+    whole = ObjectDetector.load(model, settings.model_copy(update={"inference_instances": 1, "intra_op_threads": 0}))
+    tensors = [side.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
+    raw = {}
+    for b in sizes:
+        calls = max(20, 400 // b)
+        one = bench_raw(whole, tensors, b, calls, 3)
+        both = bench_raw_side_by_side(side, tensors, b, plan.instances, max(10, calls // plan.instances), 2)
+        raw[b] = {"batch": b, "one_run_images_per_s": one["images_per_s"],
+                  "side_by_side_images_per_s": both["images_per_s"], "runs_side_by_side": plan.instances,
+                  "images_per_s": max(one["images_per_s"], both["images_per_s"])}
+    return raw
+
+
 def runtime_ratios(r: dict) -> dict:
-    """At 16 clients (or the top level): batched against raw ONNX Runtime and against unbatched."""
+    """At 16 clients (or the top level): batched against raw ONNX Runtime, against unbatched, and
+    against one model run at a time."""
     def at(levels: list[dict]) -> dict:
         return next((x for x in levels if x["clients"] == 16), levels[-1])
 
     b, u = at(r["batched"]["levels"]), at(r["unbatched"]["levels"])
-    return {"clients": b["clients"], "batched_over_raw": b["images_per_s"] / b["raw_images_per_s_at_mean_batch"],
-            "batched_over_unbatched": b["images_per_s"] / u["images_per_s"]}
+    out = {"clients": b["clients"], "batched_over_raw": b["images_per_s"] / b["raw_images_per_s_at_mean_batch"],
+           "batched_over_unbatched": b["images_per_s"] / u["images_per_s"]}
+    if "batched_one_run" in r:
+        out["batched_over_one_run"] = b["images_per_s"] / at(r["batched_one_run"]["levels"])["images_per_s"]
+    return out

@@ -191,7 +191,7 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(tmp_path):
 
     from bench.server import free_port
 
-    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_batch=1))
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_batch=1, inference_instances=1))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
