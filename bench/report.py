@@ -139,7 +139,8 @@ def segment_table(r: dict) -> Table:
 def _raw_ways(rt: dict) -> str:
     """Both raw figures per batch size, e.g. ``batch 8: 110 one run, 150 side by side``."""
     return "; ".join(f"batch {x['batch']}: {_f(x['one_run_images_per_s'])} one run, "
-                     f"{_f(x['side_by_side_images_per_s'])} with {x['runs_side_by_side']} side by side"
+                     f"{_f(x['side_by_side_images_per_s'])} with {x['runs_side_by_side']} side by side "
+                     f"at {_f(x['side_by_side_cpu_ms_per_image'], 1)} CPU ms/image"
                      for x in rt["raw"] if "one_run_images_per_s" in x) or "one way measured"
 
 
@@ -150,9 +151,10 @@ def runtime_tables(r: dict) -> list[Table]:
         for x in rt.get(mode, {}).get("levels", []):
             errors = sum(x["errors"].values())
             raw = x.get("raw_images_per_s_at_mean_batch")
+            cpu_ms = x["server_cpu_cores"] * 1000 / x["images_per_s"] if x["images_per_s"] else 0.0
             rows.append([mode, str(x["clients"]), str(x["ok"]), str(errors), _f(x["images_per_s"]),
                          _f(x["latency"]["median_ms"]), _f(x["latency"]["p99_ms"]), _f(x["mean_batch"], 2),
-                         _f(raw) if raw else "", _f(x["images_per_s"] / raw, 2) if raw else ""])
+                         _f(cpu_ms, 1), _f(raw) if raw else "", _f(x["images_per_s"] / raw, 2) if raw else ""])
     s = rt["settings"]
     note = (f"batched: SIGHTLINE_MAX_BATCH={s['max_batch']}, MAX_DELAY_MS={s['max_delay_ms']:g}, "
             f"MAX_QUEUE={s['max_queue']}, {s.get('instances', 1)} run(s) of the model side by side on "
@@ -164,7 +166,7 @@ def runtime_tables(r: dict) -> list[Table]:
             f"cores ({_raw_ways(rt)}). Same machine, one run.")
     out = [Table("9. Serving runtime: dynamic batching against batching off and raw ONNX Runtime (`POST /detect`)",
                  ["server", "clients", "ok", "errors", "images/s", "p50 ms", "p99 ms", "mean batch",
-                  "raw ORT images/s at that batch", "server / raw"], rows, note)]
+                  "server CPU ms/image", "raw ORT images/s at that batch", "server / raw"], rows, note)]
     ratios = r["runtime_ratios"]
     rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
             [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]

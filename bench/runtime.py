@@ -175,6 +175,7 @@ def bench_raw_bound(model: Path, settings: Settings, jpegs: list[bytes], sizes: 
         both = bench_raw_side_by_side(side, tensors, b, plan.instances, max(10, calls // plan.instances), 2)
         raw[b] = {"batch": b, "one_run_images_per_s": one["images_per_s"],
                   "side_by_side_images_per_s": both["images_per_s"], "runs_side_by_side": plan.instances,
+                  "side_by_side_cpu_ms_per_image": both["cpu_ms_per_image"],
                   "images_per_s": max(one["images_per_s"], both["images_per_s"])}
     return raw
 

@@ -1,4 +1,7 @@
-"""Typed dependencies: routes ask for what they need, tests override it."""
+"""Typed dependencies: routes ask for what they need, tests override it.
+
+Each is ``async def``: they only read the app's state, and FastAPI would run a plain ``def``
+dependency on its thread pool, a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -16,41 +19,45 @@ from app.segmenter import Segmenter
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_detector(request: Request) -> ObjectDetector:
-    return get_registry(request).detector()
+async def get_registry(request: Request) -> ModelRegistry:
+    return _registry(request)
 
 
-def get_segmenter(request: Request) -> Segmenter:
-    return get_registry(request).segmentation()
+async def get_detector(request: Request) -> ObjectDetector:
+    return _registry(request).detector()
 
 
-def get_faces(request: Request) -> FaceAnalyzer:
+async def get_segmenter(request: Request) -> Segmenter:
+    return _registry(request).segmentation()
+
+
+async def get_faces(request: Request) -> FaceAnalyzer:
     """The face detector and landmarks (``/faces/detect``)."""
-    return get_registry(request).faces(embedding=False)
+    return _registry(request).faces(embedding=False)
 
 
-def get_faces_embed(request: Request) -> FaceAnalyzer:
+async def get_faces_embed(request: Request) -> FaceAnalyzer:
     """The whole face pipeline, embedder included (verify, identify, enroll)."""
-    return get_registry(request).faces(embedding=True)
+    return _registry(request).faces(embedding=True)
 
 
-def get_gallery(request: Request) -> Gallery:
-    get_registry(request).faces(embedding=True)   # the gallery opens once the embedder is in
+async def get_gallery(request: Request) -> Gallery:
+    _registry(request).faces(embedding=True)   # the gallery opens once the embedder is in
     gallery = getattr(request.app.state, "gallery", None)
     if gallery is None:
         raise Unavailable("the face gallery is not open; see the server log", code="gallery_unavailable")
     return gallery
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """Runs the pipelines: CPU work on the app's thread pool, model runs through their batchers."""
     return request.app.state.engine
 
