@@ -2,7 +2,8 @@
 
 ``RequestMiddleware``, per HTTP request:
 - admits a POST only while fewer than the concurrency limit are being served (``app.admission``:
-  it follows latency, between ``SIGHTLINE_MIN_IN_FLIGHT`` and ``SIGHTLINE_MAX_IN_FLIGHT``), else
+  it follows latency, between ``SIGHTLINE_MIN_IN_FLIGHT`` and ``SIGHTLINE_MAX_IN_FLIGHT``) and the
+  oldest one in flight has not yet taken longer than the limit tolerates (a standing queue), else
   answers 503 ``overloaded`` with ``Retry-After`` from the headers alone, before the upload is parsed;
 - sets the request's deadline (``SIGHTLINE_REQUEST_TIMEOUT_MS`` from arrival), which the batchers
   enforce before inference;
@@ -81,10 +82,26 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
         self.limiter, self.posts = limiter, 0
+        self.admitted: dict[int, tuple[float, Scope, dict[str, int]]] = {}   # POSTs in flight, oldest first
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _refusal(self) -> str | None:
+        """Why a POST arriving now is refused, or None to admit it."""
+        if self.posts >= self.limiter.limit:
+            why = ("its concurrency limit now, set by latency between SIGHTLINE_MIN_IN_FLIGHT and "
+                   "SIGHTLINE_MAX_IN_FLIGHT" if self.limiter.enabled else "SIGHTLINE_MAX_IN_FLIGHT")
+            return f"the server is already serving {self.posts} requests ({why})"
+        if self.posts < self.limiter.min_limit or not self.admitted:
+            return None
+        started, scope, size = next(iter(self.admitted.values()))
+        age = time.monotonic() - started
+        if not self.limiter.standing(kind(_endpoint(scope), size["images"]), age):
+            return None
+        return (f"the oldest of the {self.posts} requests being served has taken {age * 1000:.0f} ms, over "
+                f"{self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE)")
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, why: str) -> None:
         """503 as soon as the headers are in: under overload, parsing uploads is itself the work that
         would pile up. The body is read off the socket unparsed (up to 4 MB): a connection closed
         with unread data is reset, and the client could lose the answer."""
@@ -95,10 +112,7 @@ class RequestMiddleware:
             drained += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        why = ("its concurrency limit now, set by latency between SIGHTLINE_MIN_IN_FLIGHT and "
-               "SIGHTLINE_MAX_IN_FLIGHT" if self.limiter.enabled else "SIGHTLINE_MAX_IN_FLIGHT")
-        await send_error(send, 503, "overloaded", f"the server is already serving {self.posts} requests "
-                         f"({why}); retry in {RETRY_AFTER_S} s",
+        await send_error(send, 503, "overloaded", f"{why}; retry in {RETRY_AFTER_S} s",
                          [(b"retry-after", str(RETRY_AFTER_S).encode())])
         labels = (scope.get("method", ""), "(refused on arrival)", "503")
         self.metrics.requests.labels(*labels).inc()
@@ -108,17 +122,20 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":
-            if self.posts >= self.limiter.limit:
-                await self._refuse(scope, receive, send)
+            why = self._refusal()
+            if why is not None:
+                await self._refuse(scope, receive, send, why)
                 return
             self.posts += 1
             concurrent = self.posts
             size = {"images": 1}
             token = request_images.set(size)      # the route notes how many photos it read
+            self.admitted[id(scope)] = (time.monotonic(), scope, size)
             try:
                 status, seconds = await self._serve(scope, receive, send)
             finally:
                 self.posts -= 1
+                del self.admitted[id(scope)]
                 request_images.reset(token)
             if 200 <= status < 300:
                 self.limiter.observe(kind(_endpoint(scope), size["images"]), seconds, concurrent)

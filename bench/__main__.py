@@ -108,7 +108,7 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r = {"profile": p.name, "config": asdict(p), "seed": seed,
          "images": {"count": len(jpegs), "size": f"{WIDTH}x{HEIGHT}", "quality": QUALITY, "source": source,
                     "bytes_mean": sum(map(len, jpegs)) / len(jpegs)}}
-    r.update(_in_process(model, jpegs, p, Settings()))
+    r.update(_in_process(model, jpegs, p, Settings(inference_instances=1)))   # one run at a time, all cores
     r["http"] = _http(model, jpegs, p)
     r["ratios"] = _ratios(r)
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]

@@ -35,7 +35,9 @@ def raw_table(r: dict) -> Table:
     rows = [[str(x["batch"]), str(x["n"]), _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
             for x in r["raw"]]
     return Table("1. Raw ONNX Runtime (`detector.run` on preprocessed tensors)",
-                 ["batch", "calls", "median ms/batch", "p90 ms/batch", "images/s"], rows)
+                 ["batch", "calls", "median ms/batch", "p90 ms/batch", "images/s"], rows,
+                 "one run at a time on all cores (SIGHTLINE_INFERENCE_INSTANCES=1), as in section 2; section 9 "
+                 "also measures runs side by side, as the server makes them")
 
 
 def pipeline_table(r: dict) -> Table:

@@ -159,3 +159,42 @@ def test_the_server_refuses_at_its_adaptive_limit_and_reports_it(tmp_path):
     with TestClient(off) as c:
         wait_ready(c)
         assert "sightline_concurrency_limit 3.0" in c.get("/metrics").text
+
+
+def test_a_request_in_flight_past_the_tolerance_is_a_standing_queue():
+    limiter = learnt(base=0.010)
+    assert not limiter.standing("/detect", 0.019) and limiter.standing("/detect", 0.021)
+    assert not limiter.standing("/segment", 10.0)                    # nothing learnt: no judgement
+    assert not AdaptiveLimit(2, 24, 0.0).standing("/detect", 10.0)   # off
+
+
+def test_the_server_refuses_behind_a_standing_queue_below_its_limit(tmp_path):
+    """Two requests held in the model past tolerance x their latency alone: a third is refused at
+    once although the limit (10) is far off; with only one held (below the floor of 2) the next is
+    admitted."""
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, max_in_flight=10, min_in_flight=2))
+    with TestClient(app) as c:
+        wait_ready(c)
+        limiter = c.app.state.limiter
+        for _ in range(MIN_UNLOADED):
+            assert c.post("/detect", files=parts(PHOTOS[0])).status_code == 200
+        aged = 3 * limiter.tolerance * limiter.unloaded("/detect")
+        batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
+        gate, running, _ = hold(batcher)
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(c.post, "/detect", files=parts(PHOTOS[0]))
+            assert running.wait(10)
+            time.sleep(aged)                                 # one in flight, long past its tolerance
+            second = pool.submit(c.post, "/detect", files=parts(PHOTOS[1]))
+            deadline = time.monotonic() + 10
+            while c.app.state.engine.active < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert c.app.state.engine.active == 2            # admitted: the floor is 2
+            limit_then = limiter.limit
+            refused = c.post("/detect", files=parts(PHOTOS[2]))
+            gate.set()
+            assert first.result().status_code == 200 and second.result().status_code == 200
+        assert limit_then == 10
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        message = refused.json()["error"]["message"]
+        assert "oldest of the 2 requests" in message and "SIGHTLINE_LATENCY_TOLERANCE" in message
