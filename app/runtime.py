@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -58,6 +59,22 @@ class ThreadPlan:
     workers: int
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: the CPUs it is pinned to, capped by a cgroup v2 CPU quota
+    (``docker run --cpus 2`` on a 32-core host gives 2, where ``os.cpu_count()`` says 32)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass                                     # no cgroup v2 quota: the affinity mask stands
+    return max(1, cores)
+
+
 def thread_plan(settings: Settings, cores: int | None = None) -> ThreadPlan:
     """The settings' thread counts, the zeros (automatic) filled in for ``cores`` cores.
 
@@ -65,7 +82,7 @@ def thread_plan(settings: Settings, cores: int | None = None) -> ThreadPlan:
     split poorly across threads, and on 2 cores two single-threaded runs side by side gave 1.4 to
     1.6 times the images/s of one run on two threads (README, Serving runtime). On CUDA one run at a
     time keeps the device busy; its threads only feed it."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     on_cuda = _providers(settings.device)[0] == CUDA
     instances = settings.inference_instances or (1 if on_cuda else cores)
     intra_op = settings.intra_op_threads or max(1, cores // instances)

@@ -1,13 +1,14 @@
 """How the cores are shared out between model runs, ONNX Runtime threads and the worker pool; how a
 session is run (plainly, or through IO binding as on CUDA)."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.runtime import SessionRunner, ThreadPlan, create_session, thread_plan
+from app.runtime import SessionRunner, ThreadPlan, available_cores, create_session, thread_plan
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -22,6 +23,16 @@ def test_cpu_default_is_one_single_threaded_run_per_core(cores, want):
 def test_the_cores_are_shared_among_the_instances_asked_for(instances, cores, intra_op):
     plan = thread_plan(Settings(device="cpu", inference_instances=instances), cores)
     assert (plan.instances, plan.intra_op, plan.workers) == (instances, intra_op, cores)
+
+
+@pytest.mark.parametrize("cpu_max,cap", [("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1),
+                                         ("max 100000\n", None), (None, None), ("garbage\n", None)])
+def test_available_cores_follow_a_cgroup_quota(tmp_path, cpu_max, cap):
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    pinned = len(os.sched_getaffinity(0))
+    assert available_cores(path) == (pinned if cap is None else min(pinned, cap))
 
 
 def test_explicit_settings_win():
