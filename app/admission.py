@@ -23,8 +23,8 @@ by the gradient method of Netflix's concurrency-limits and Envoy's adaptive conc
   (the distinction CoDel draws between a good queue and a standing one).
 - The limit learns only from answers, so at the start of an overload it would admit up to its cap
   before the first slow answer came back. The middleware also asks ``standing``: while the oldest
-  request in flight has already taken longer than ``tolerance`` times its unloaded latency, a new
-  one is refused even below the limit (never below ``SIGHTLINE_MIN_IN_FLIGHT``), as CoDel drops on
+  request in flight has already taken longer than ``tolerance`` times its unloaded latency since
+  its upload arrived (a slow uploader is no queue), a new one is refused even below the limit (never below ``SIGHTLINE_MIN_IN_FLIGHT``), as CoDel drops on
   a packet's sojourn time. At twice the sustainable rate on the 2-core machine this took the p99 of
   requests admitted in the overload's first 2 s from 146-150 ms to 70-81 ms (two runs each).
 

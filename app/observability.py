@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,11 +79,21 @@ def _endpoint(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+@dataclass(eq=False)
+class _Admitted:
+    """A POST being served: its scope (the route, once matched), its photo count (noted by the route)
+    and since when it has been worked on (its upload in: a slow uploader is no standing queue)."""
+
+    scope: Scope
+    size: dict[str, int]
+    since: float | None = None
+
+
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
         self.limiter, self.posts = limiter, 0
-        self.admitted: dict[int, tuple[float, Scope, dict[str, int]]] = {}   # POSTs in flight, oldest first
+        self.admitted: dict[int, _Admitted] = {}                 # POSTs in flight, by arrival
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
 
@@ -92,14 +103,15 @@ class RequestMiddleware:
             why = ("its concurrency limit now, set by latency between SIGHTLINE_MIN_IN_FLIGHT and "
                    "SIGHTLINE_MAX_IN_FLIGHT" if self.limiter.enabled else "SIGHTLINE_MAX_IN_FLIGHT")
             return f"the server is already serving {self.posts} requests ({why})"
-        if self.posts < self.limiter.min_limit or not self.admitted:
+        working = [a for a in self.admitted.values() if a.since is not None]
+        if self.posts < self.limiter.min_limit or not working:
             return None
-        started, scope, size = next(iter(self.admitted.values()))
-        age = time.monotonic() - started
-        if not self.limiter.standing(kind(_endpoint(scope), size["images"]), age):
+        oldest = min(working, key=lambda a: a.since or 0.0)
+        age = time.monotonic() - (oldest.since or 0.0)
+        if not self.limiter.standing(kind(_endpoint(oldest.scope), oldest.size["images"]), age):
             return None
-        return (f"the oldest of the {self.posts} requests being served has taken {age * 1000:.0f} ms, over "
-                f"{self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE)")
+        return (f"the oldest of the {self.posts} requests being served has taken {age * 1000:.0f} ms since its "
+                f"upload, over {self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE)")
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, why: str) -> None:
         """503 as soon as the headers are in: under overload, parsing uploads is itself the work that
@@ -130,9 +142,9 @@ class RequestMiddleware:
             concurrent = self.posts
             size = {"images": 1}
             token = request_images.set(size)      # the route notes how many photos it read
-            self.admitted[id(scope)] = (time.monotonic(), scope, size)
+            admitted = self.admitted[id(scope)] = _Admitted(scope, size)
             try:
-                status, seconds = await self._serve(scope, receive, send)
+                status, seconds = await self._serve(scope, receive, send, admitted)
             finally:
                 self.posts -= 1
                 del self.admitted[id(scope)]
@@ -143,8 +155,10 @@ class RequestMiddleware:
         else:
             await self._serve(scope, receive, send)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, float]:
-        """Serves the request; returns its status and latency (seconds)."""
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, admitted: _Admitted | None = None
+                     ) -> tuple[int, float]:
+        """Serves the request; returns its status and latency (seconds). ``admitted`` learns when the
+        upload is in."""
         started = time.monotonic()
         request_deadline.set(started + self.timeout if self.timeout > 0 else None)
         status = {"code": 500}
@@ -157,6 +171,8 @@ class RequestMiddleware:
                 return await asyncio.shield(watcher)
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
+                if admitted is not None:
+                    admitted.since = time.monotonic()
                 watcher = asyncio.ensure_future(receive())
                 body_read.set()
             return message

@@ -198,3 +198,25 @@ def test_the_server_refuses_behind_a_standing_queue_below_its_limit(tmp_path):
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         message = refused.json()["error"]["message"]
         assert "oldest of the 2 requests" in message and "SIGHTLINE_LATENCY_TOLERANCE" in message
+
+
+def test_a_slow_upload_is_no_standing_queue():
+    """Requests still uploading are not judged; once their upload is in, the oldest is."""
+    from app.observability import Metrics, RequestMiddleware, _Admitted
+
+    limiter = learnt(base=0.010)
+    middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=limiter)
+
+    class Route:
+        path = "/detect"
+
+    uploading = [_Admitted({"route": Route()}, {"images": 1}) for _ in range(2)]
+    middleware.admitted = {id(a): a for a in uploading}
+    middleware.posts = 2
+    assert middleware._refusal() is None                      # 2 in flight, both still uploading
+    uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 10 ms
+    assert middleware._refusal() is None
+    uploading[1].since = time.monotonic() - 0.050               # 50 ms: a standing queue
+    assert "oldest of the 2 requests" in (middleware._refusal() or "")
+    middleware.posts = 1                                        # below the floor: never refused for it
+    assert middleware._refusal() is None
