@@ -38,10 +38,12 @@ def _cuda_driver_present() -> bool:
     return True
 
 
+def _cuda_usable(device: str) -> bool:
+    return device != "cpu" and CUDA in ort.get_available_providers() and _cuda_driver_present()
+
+
 def _providers(device: str) -> list[str]:
-    if device == "cpu":
-        return [CPU]
-    if CUDA in ort.get_available_providers() and _cuda_driver_present():
+    if _cuda_usable(device):
         return [CUDA, CPU]
     if device == "cuda":
         raise ModelLoadError("SIGHTLINE_DEVICE=cuda but no CUDA driver / CUDA provider is available")
@@ -78,13 +80,14 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 def thread_plan(settings: Settings, cores: int | None = None) -> ThreadPlan:
     """The settings' thread counts, the zeros (automatic) filled in for ``cores`` cores.
 
-    On the CPU the default is one single-threaded run per core: this detector's small convolutions
-    split poorly across threads, and on 2 cores two single-threaded runs side by side gave 1.4 to
-    1.6 times the images/s of one run on two threads (README, Serving runtime). On CUDA one run at a
-    time keeps the device busy; its threads only feed it."""
+    On the CPU the default is one single-threaded run per core: the detector's small convolutions
+    split poorly across threads. On 2 cores, two single-threaded runs side by side gave 142 images/s
+    raw against 103 for one run on two threads, and the server 1.27 times the images/s at 4 clients
+    (1.03 at 16), for a lone request about 1 ms slower (``make bench``, README, Serving runtime). On
+    CUDA one run at a time keeps the device busy; its threads only feed it. Never raises: a CUDA
+    demanded but missing is reported when the models load."""
     cores = cores or available_cores()
-    on_cuda = _providers(settings.device)[0] == CUDA
-    instances = settings.inference_instances or (1 if on_cuda else cores)
+    instances = settings.inference_instances or (1 if _cuda_usable(settings.device) else cores)
     intra_op = settings.intra_op_threads or max(1, cores // instances)
     return ThreadPlan(instances=instances, intra_op=intra_op, workers=settings.worker_threads or cores)
 

@@ -2,13 +2,14 @@
 session is run (plainly, or through IO binding as on CUDA)."""
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.runtime import SessionRunner, ThreadPlan, available_cores, create_session, thread_plan
+from app.runtime import SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session, thread_plan
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -76,3 +77,21 @@ def test_io_binding_runs_agree_with_plain_runs():
     for b, c in zip(batches, copies):
         np.testing.assert_array_equal(b, c)
     assert len(bound._thread_state()[1]) <= SessionRunner.BUFFERS
+
+
+def test_cuda_demanded_without_one_is_reported_not_a_crash(tmp_path):
+    """SIGHTLINE_DEVICE=cuda on a machine without CUDA: the thread plan does not raise (the server
+    starts), and /readyz says why the models are not served."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    if _cuda_usable("cuda"):
+        pytest.skip("this machine has CUDA")
+    assert thread_plan(Settings(device="cuda"), 2) == ThreadPlan(2, 1, 2)
+    with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cuda"))) as c:
+        deadline = time.monotonic() + 30
+        while (r := c.get("/readyz")).status_code == 503 and "model_load_failed" not in r.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert r.status_code == 503 and "SIGHTLINE_DEVICE=cuda" in r.json()["error"]["message"]
