@@ -79,15 +79,15 @@ def test_io_binding_runs_agree_with_plain_runs():
     assert len(bound._thread_state()[1]) <= SessionRunner.BUFFERS
 
 
-def test_cuda_demanded_without_one_is_reported_not_a_crash(tmp_path):
-    """SIGHTLINE_DEVICE=cuda on a machine without CUDA: the thread plan does not raise (the server
-    starts), and /readyz says why the models are not served."""
+def test_cuda_demanded_without_one_is_reported_not_a_crash(tmp_path, monkeypatch):
+    """SIGHTLINE_DEVICE=cuda on a machine without CUDA (no driver, as here, or made so): the thread
+    plan does not raise (the server starts), and /readyz says why the models are not served."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
-    if _cuda_usable("cuda"):
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr("app.runtime._cuda_driver_present", lambda: False)
+    assert not _cuda_usable("cuda")
     assert thread_plan(Settings(device="cuda"), 2) == ThreadPlan(2, 1, 2)
     with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cuda"))) as c:
         deadline = time.monotonic() + 30
