@@ -92,10 +92,15 @@ class _Admitted:
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
-        self.limiter, self.posts = limiter, 0
+        self.limiter = limiter
         self.admitted: dict[int, _Admitted] = {}                 # POSTs in flight, by arrival
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
+
+    @property
+    def posts(self) -> int:
+        """POST requests being served now."""
+        return len(self.admitted)
 
     def _refusal(self) -> str | None:
         """Why a POST arriving now is refused, or None to admit it."""
@@ -138,15 +143,13 @@ class RequestMiddleware:
             if why is not None:
                 await self._refuse(scope, receive, send, why)
                 return
-            self.posts += 1
-            concurrent = self.posts
             size = {"images": 1}
             token = request_images.set(size)      # the route notes how many photos it read
             admitted = self.admitted[id(scope)] = _Admitted(scope, size)
+            concurrent = self.posts
             try:
                 status, seconds = await self._serve(scope, receive, send, admitted)
             finally:
-                self.posts -= 1
                 del self.admitted[id(scope)]
                 request_images.reset(token)
             if 200 <= status < 300:
