@@ -14,7 +14,7 @@ from pathlib import Path
 from app.detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FACE_DETECTION, FACE_EMBEDDING, FACE_LANDMARKS, FaceAnalyzer, FaceEmbedder, LandmarkModel
-from app.runtime import ModelLoadError, create_session, read_metadata
+from app.runtime import ModelLoadError, add_lone_session, create_session, read_metadata
 from app.segmenter import SEGMENTATION, Segmenter
 from app.settings import Settings
 
@@ -88,17 +88,20 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         session = create_session(path, settings)
         meta = read_metadata(session)
         task = meta.get("task")
+        model: ObjectDetector | LandmarkModel | FaceEmbedder | Segmenter
         if task == DETECTION:
-            det = ObjectDetector.from_session(session, meta, path)
-            registry.detectors[det.meta.name] = det
+            model = ObjectDetector.from_session(session, meta, path)
+            registry.detectors[model.meta.name] = model
         elif task == FACE_DETECTION:
-            registry.face_detector = ObjectDetector.from_session(session, meta, path)
+            model = registry.face_detector = ObjectDetector.from_session(session, meta, path)
         elif task == FACE_LANDMARKS:
-            registry.landmarks = LandmarkModel.from_session(session, meta, path)
+            model = registry.landmarks = LandmarkModel.from_session(session, meta, path)
         elif task == FACE_EMBEDDING:
-            registry.embedder = FaceEmbedder.from_session(session, meta, path)
+            model = registry.embedder = FaceEmbedder.from_session(session, meta, path)
         elif task == SEGMENTATION:
-            registry.segmenter = Segmenter.from_session(session, meta, path)
+            model = registry.segmenter = Segmenter.from_session(session, meta, path)
         else:
             log.warning("%s: task %r is not served by this version; skipped", path.name, task)
+            continue
+        add_lone_session(model.runner, path, settings)
     log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")

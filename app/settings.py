@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         "runs of one model in flight at once (each a batch); 0 = as many as cores on the CPU, 1 on CUDA"))
     intra_op_threads: int = Field(0, ge=0, description=(
         "ONNX Runtime threads inside one model run; 0 = the cores shared out among the instances"))
+    lone_run_threads: int = Field(0, ge=0, description=(
+        "ONNX Runtime threads for a model run that starts while no other run of that model is in "
+        "flight, on a second session of the model; 0 = all cores when runs go side by side on the CPU, "
+        "none otherwise; a value not above intra_op_threads turns it off"))
     worker_threads: int = Field(0, ge=0, description=(
         "thread pool for decode, pre- and post-processing and the gallery; 0 = as many as cores"))
     max_batch: int = Field(16, ge=1, le=256, description=(

@@ -10,6 +10,7 @@ from PIL import Image
 from app.main import create_app
 from app.registry import ModelRegistry
 from app.api.deps import get_registry
+from app.runtime import thread_plan
 from app.settings import Settings
 from app.vision.boxes import box_iou
 from tests import images
@@ -55,6 +56,9 @@ def test_health_ready_models(client):
     det = next(m for m in models if m["task"] == "detection")
     assert det["execution_provider"] in {"CPUExecutionProvider", "CUDAExecutionProvider"}
     assert all(m["io_binding"] == (m["execution_provider"] == "CUDAExecutionProvider") for m in models)
+    plan = thread_plan(Settings())
+    assert all(m["lone_run_threads"] == (plan.lone if plan.lone_session and m["execution_provider"] ==
+                                         "CPUExecutionProvider" else 0) for m in models)
     assert det["metadata"]["class_names"] == ["pedestrian", "car", "motorcycle"]
     assert det["metadata"]["anchors"] and det["metadata"]["input_size"]
 

@@ -14,8 +14,8 @@ from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
 
-@pytest.mark.parametrize("cores,want", [(1, ThreadPlan(1, 1, 1)), (2, ThreadPlan(2, 1, 2)),
-                                        (16, ThreadPlan(16, 1, 16))])
+@pytest.mark.parametrize("cores,want", [(1, ThreadPlan(1, 1, 1, 1)), (2, ThreadPlan(2, 1, 2, 2)),
+                                        (16, ThreadPlan(16, 1, 16, 16))])
 def test_cpu_default_is_one_single_threaded_run_per_core(cores, want):
     assert thread_plan(Settings(device="cpu"), cores) == want
 
@@ -38,7 +38,7 @@ def test_available_cores_follow_a_cgroup_quota(tmp_path, cpu_max, cap):
 
 def test_explicit_settings_win():
     plan = thread_plan(Settings(device="cpu", inference_instances=3, intra_op_threads=5, worker_threads=7), 2)
-    assert plan == ThreadPlan(3, 5, 7)
+    assert plan == ThreadPlan(3, 5, 7, 5)
 
 
 def test_the_session_gets_the_plans_thread_count(monkeypatch):
@@ -88,10 +88,84 @@ def test_cuda_demanded_without_one_is_reported_not_a_crash(tmp_path, monkeypatch
 
     monkeypatch.setattr("app.runtime._cuda_driver_present", lambda: False)
     assert not _cuda_usable("cuda")
-    assert thread_plan(Settings(device="cuda"), 2) == ThreadPlan(2, 1, 2)
+    assert thread_plan(Settings(device="cuda"), 2) == ThreadPlan(2, 1, 2, 2)
     with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cuda"))) as c:
         deadline = time.monotonic() + 30
         while (r := c.get("/readyz")).status_code == 503 and "model_load_failed" not in r.text:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert r.status_code == 503 and "SIGHTLINE_DEVICE=cuda" in r.json()["error"]["message"]
+
+
+def test_a_lone_run_takes_the_all_cores_session():
+    """The default plan on 2 cores: runs side by side on one thread each, a run alone on both."""
+    plan = thread_plan(Settings(device="cpu"), 2)
+    assert plan.lone_session and plan.lone == 2
+    assert not thread_plan(Settings(device="cpu", inference_instances=1), 2).lone_session
+    assert not thread_plan(Settings(device="cpu", lone_run_threads=1), 2).lone_session
+    assert thread_plan(Settings(device="cpu", lone_run_threads=3), 2).lone == 3
+
+    path = BUNDLED_MODELS / "landmarks.onnx"
+    settings = Settings(device="cpu", inference_instances=2, intra_op_threads=1)
+    plain = SessionRunner(create_session(path, settings))
+    runner = SessionRunner(create_session(path, settings), lone=create_session(path, settings, intra_op=2))
+    assert runner.lone_threads == 2 and plain.lone_threads == 0
+    size = runner.session.get_inputs()[0].shape[2]
+    batch = np.random.default_rng(1).random((3, 3, size, size), np.float32)
+    np.testing.assert_allclose(runner.run(batch), plain.run(batch), rtol=1e-4, atol=1e-5)
+    assert runner.lone_runs == 1
+
+
+def test_a_run_beside_another_takes_the_single_threaded_session():
+    """While one run is in flight (held inside the lone session), the next takes the plan's own."""
+    import threading
+
+    path = BUNDLED_MODELS / "landmarks.onnx"
+    settings = Settings(device="cpu", inference_instances=2, intra_op_threads=1)
+    session = create_session(path, settings)
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldSession:
+        def run(self, outputs, feeds):
+            entered.set()
+            assert release.wait(10)
+            return session.run(outputs, feeds)
+
+        def get_session_options(self):
+            return session.get_session_options()
+
+    runner = SessionRunner(session, lone=HeldSession())
+    size = session.get_inputs()[0].shape[2]
+    batch = np.zeros((1, 3, size, size), np.float32)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(runner.run, batch)
+        assert entered.wait(10)
+        beside = runner.run(batch)                 # does not wait for the held run
+        release.set()
+        np.testing.assert_allclose(first.result(10), beside, rtol=1e-5, atol=1e-5)
+    assert runner.lone_runs == 1
+    runner.run(batch)                              # alone again: the lone session
+    assert runner.lone_runs == 2
+
+
+def test_the_server_loads_lone_sessions_only_when_the_plan_has_them(tmp_path):
+    from app.registry import ModelRegistry, load_models
+
+    for lone, want in ((0, 2), (1, 0)):
+        registry = ModelRegistry()
+        load_models(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", inference_instances=2,
+                             lone_run_threads=lone), registry)
+        models = registry.describe()
+        assert models and all(m.runner.lone_threads == want for m in models)
+        assert all((m.runner.lone is None) == (want == 0) for m in models)
+
+
+def test_every_session_allocates_from_the_one_shared_cpu_arena():
+    settings = Settings(device="cpu")
+    sessions = [create_session(BUNDLED_MODELS / name, settings) for name in ("detector.onnx", "landmarks.onnx")]
+    sessions.append(create_session(BUNDLED_MODELS / "detector.onnx", settings, intra_op=2))   # registered once
+    for session in sessions:
+        assert session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
+    size = sessions[1].get_inputs()[0].shape[2]
+    out = SessionRunner(sessions[1]).run(np.zeros((2, 3, size, size), np.float32))
+    assert out.shape[0] == 2 and np.isfinite(out).all()

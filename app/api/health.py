@@ -37,6 +37,7 @@ async def models(registry: RegistryDep) -> ModelsResponse:
     return ModelsResponse(models=[
         ModelInfo(name=m.meta.name, task=m.meta.task, version=m.meta.version, file=m.path.name,
                   execution_provider=m.provider, io_binding=m.runner.io_binding,
+                  lone_run_threads=m.runner.lone_threads,
                   metadata=m.raw_metadata)
         for m in registry.describe()])
 
