@@ -224,20 +224,25 @@ class DynamicBatcher:
             rows += len(req.rows)
         return batch
 
+    def _stack_and_run(self, parts: list[np.ndarray]) -> np.ndarray:
+        """On the inference thread: the requests' rows stacked (a copy of megabytes for a batch of
+        photos, which would stall the event loop: 15 % of its busy time at 16 clients), then run."""
+        return self.run(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
     async def _run(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
-        stacked = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
+        rows = sum(len(r.rows) for r in batch)
         started = time.perf_counter()
         try:
-            out = await loop.run_in_executor(self._thread, self.run, stacked)
+            out = await loop.run_in_executor(self._thread, self._stack_and_run, [r.rows for r in batch])
         except Exception as exc:  # the model failed: every request of the batch hears it
-            log.exception("%s: inference failed on a batch of %d rows", self.name, len(stacked))
+            log.exception("%s: inference failed on a batch of %d rows", self.name, rows)
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
         finally:
             self._running -= len(batch)
-        self.observer.batch(self.name, len(stacked), len(batch), time.perf_counter() - started)
+        self.observer.batch(self.name, rows, len(batch), time.perf_counter() - started)
         start = 0
         for req in batch:
             n = len(req.rows)

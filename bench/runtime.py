@@ -1,6 +1,7 @@
 """Section 9: the serving runtime. One run, one machine, loopback, 640x480 JPEGs on ``POST /detect``:
 
-- closed-loop clients (``bench.rawhttp``: lean, so that the client leaves the cores to the server)
+- closed-loop clients (``bench.rawhttp``: lean, so that the client leaves the cores to the server;
+  each keeps its connection alive between requests, as a connection pool does)
   at each concurrency against the server as configured (dynamic batching), the same server with
   batching off (``SIGHTLINE_MAX_BATCH=1``), and the same server with one model run at a time on all
   cores (``SIGHTLINE_INFERENCE_INSTANCES=1``, the default before runs side by side): images/s, p50
@@ -56,9 +57,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _requests(server: Server, jpegs: list[bytes]) -> tuple[str, int, list[bytes]]:
+def _requests(server: Server, jpegs: list[bytes], keep_alive: bool = True) -> tuple[str, int, list[bytes]]:
+    """``POST /detect`` of each JPEG: kept alive for the closed loop, ``Connection: close`` for
+    open-loop arrivals."""
     host, port = server.base_url.removeprefix("http://").split(":")
-    return host, int(port), [multipart_post(host, int(port), "/detect", j) for j in jpegs]
+    return host, int(port), [multipart_post(host, int(port), "/detect", j, keep_alive) for j in jpegs]
 
 
 def _summary(results: list[Result], wall: float) -> dict:
@@ -89,8 +92,9 @@ def measure_levels(server: Server, jpegs: list[bytes], clients: tuple[int, ...],
 
 
 def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) -> dict:
-    """Open-loop arrivals at ``rate``: the latency of those admitted and of those refused (503)."""
-    host, port, requests = _requests(server, jpegs)
+    """Open-loop arrivals at ``rate``, each on a fresh connection: the latency of those admitted and
+    of those refused (503)."""
+    host, port, requests = _requests(server, jpegs, keep_alive=False)
     results = asyncio.run(open_loop(host, port, requests, rate, seconds))
     ok = [r.seconds for r in results if r.status == 200]
     refused = [r.seconds for r in results if r.status == 503]
