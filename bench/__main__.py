@@ -20,11 +20,11 @@ from bench.gallery_search import bench_gallery_search
 from bench.faces_http import bench_faces
 from bench.segment_http import bench_segment
 from bench.http_load import bench_level, server_provider
-from bench.images import HEIGHT, QUALITY, WIDTH, make_jpegs
+from bench.images import HEIGHT, PHONE, QUALITY, WIDTH, make_jpegs, make_phone_jpeg
 from bench.inference import bench_raw
 from bench.machine import describe_machine, describe_model, load_average
 from bench.nms import bench_nms
-from bench.pipeline import bench_pipeline
+from bench.pipeline import bench_large_photo, bench_pipeline
 from bench.report import format_markdown, format_text
 from bench.runtime import FIXED_LIMIT, bench_runtime, runtime_ratios
 from bench.server import ROOT, uvicorn_server
@@ -39,6 +39,7 @@ class Profile:
     raw_calls: tuple[tuple[int, int, int], ...] = ((1, 500, 20), (8, 80, 5))  # (batch, calls, warm-up)
     pipeline_images: int = 200
     pipeline_warmup: int = 10
+    large_photo_runs: int = 7
     http_clients: tuple[int, ...] = (1, 4, 16)
     http_seconds: float = 30.0
     http_warmup_s: float = 5.0
@@ -57,7 +58,7 @@ class Profile:
 
 
 DEFAULT = Profile("default")
-QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
+QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1, large_photo_runs=1,
                 http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
@@ -76,7 +77,9 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
     out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model),
            "raw": [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls],
-           "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels)}
+           "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels),
+           "large_photo": bench_large_photo(detector, make_phone_jpeg(0), PHONE, p.large_photo_runs,
+                                            settings.max_pixels)}
     del detector
     gc.collect()
     return out

@@ -44,8 +44,28 @@ def encode_jpeg(rgb: np.ndarray) -> bytes:
 
 def make_jpegs(count: int, seed: int) -> tuple[list[bytes], str]:
     """``count`` 640x480 JPEGs and the name of what drew them."""
+    if not _has_scenes():
+        return [encode_jpeg(_structured_image(seed, i)) for i in range(count)], "structured random images"
+    return [encode_jpeg(_scene_image(seed, i)) for i in range(count)], "training.synth.scenes.render_scene"
+
+
+PHONE = (4032, 3024)
+
+
+def make_phone_jpeg(seed: int) -> bytes:
+    """A 12-megapixel JPEG (a phone camera's 4032x3024): a test image enlarged 6.3x, with a little
+    sensor-like noise so that it does not compress unrealistically well."""
+    import cv2
+
+    small = _scene_image(seed, 999) if _has_scenes() else _structured_image(seed, 999)
+    big = cv2.resize(small, PHONE, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    big += np.random.default_rng([seed, 999]).normal(0, 3, big.shape).astype(np.float32)
+    return encode_jpeg(np.clip(big, 0, 255).astype(np.uint8))
+
+
+def _has_scenes() -> bool:
     try:
         import training.synth.scenes  # noqa: F401
     except ImportError:
-        return [encode_jpeg(_structured_image(seed, i)) for i in range(count)], "structured random images"
-    return [encode_jpeg(_scene_image(seed, i)) for i in range(count)], "training.synth.scenes.render_scene"
+        return False
+    return True

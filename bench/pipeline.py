@@ -8,17 +8,20 @@ import numpy as np
 
 from app.detector import DetectParams, ObjectDetector
 from app.imaging import decode_image
+from app.pipeline import run_steps
 from bench.stats import summarize_ms
 
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 
-def _one(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams) -> tuple[list[float], int]:
-    """Seconds of each stage for one JPEG, and the number of detections."""
+def _one(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams,
+         shrink: bool = True) -> tuple[list[float], int]:
+    """Seconds of each stage for one JPEG, and the number of detections; ``shrink``: decoded as
+    ``POST /detect`` decodes it (a large JPEG already shrunk), else at full size."""
     t0 = time.perf_counter()
-    rgb = decode_image(data, max_pixels).rgb
+    image = detector.decode(data, max_pixels) if shrink else decode_image(data, max_pixels)
     decode_s = time.perf_counter() - t0
-    dets, times = detector.detect(rgb, params)  # the serving path, timed per stage
+    dets, times = run_steps(detector.photo_steps(image, params))  # the serving path, timed per stage
     stages_s = [times.preprocess_ms / 1000, times.inference_ms / 1000, times.postprocess_ms / 1000]
     return [decode_s, *stages_s], len(dets.scores)
 
@@ -41,3 +44,18 @@ def bench_pipeline(detector: ObjectDetector, jpegs: list[bytes], iterations: int
             "stages": stages, "total": total, "images_per_s": 1000.0 / total["median_ms"],
             "detections_per_image_mean": float(np.mean(counts)),
             "jpeg_bytes_mean": float(np.mean([len(j) for j in jpegs]))}
+
+
+def bench_large_photo(detector: ObjectDetector, data: bytes, size: tuple[int, int], iterations: int,
+                      max_pixels: int) -> dict:
+    """One large JPEG (a phone photo's size) through the pipeline, decoded as ``POST /detect`` does
+    (already shrunk in the JPEG's DCT) and at full size: median ms per stage, and how many
+    detections each way gives."""
+    params, out = DetectParams(), {"size": f"{size[0]}x{size[1]}", "jpeg_bytes": len(data), "iterations": iterations}
+    for way, shrink in (("shrunk", True), ("full", False)):
+        _one(detector, data, max_pixels, params, shrink)
+        runs = [_one(detector, data, max_pixels, params, shrink) for _ in range(iterations)]
+        per_stage = np.asarray([t for t, _ in runs])
+        out[way] = {"stages_ms": {name: float(np.median(per_stage[:, k]) * 1000) for k, name in enumerate(STAGES)},
+                    "total_ms": float(np.median(per_stage.sum(axis=1)) * 1000), "detections": runs[0][1]}
+    return out

@@ -175,6 +175,28 @@ def test_exif_rotated_boxes_are_in_display_coordinates(client, scenes, fmt):
     assert box_iou(a[strong], b).max(axis=1).min() > 0.8
 
 
+def test_a_large_photo_is_detected_like_its_small_self(client, scenes):
+    """A 4x upscaled JPEG is decoded already shrunk (rule 7 of app.imaging): the answer gives the
+    photo's own size and its boxes in the photo's pixels, where the small upload's boxes, scaled
+    4x, are."""
+    import cv2
+
+    scene = max(scenes, key=lambda s: len(s.objects))
+    h, w = scene.image.shape[:2]
+    big = cv2.resize(scene.image, (4 * w, 4 * h), interpolation=cv2.INTER_CUBIC)
+    small = post_image(client, images.jpeg_bytes(scene.image)).json()
+    large = post_image(client, images.jpeg_bytes(big)).json()
+    assert large["image"] == {"width": 4 * w, "height": 4 * h}
+
+    def boxes(answer):
+        return np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in answer["detections"]])
+
+    strong = [i for i, d in enumerate(small["detections"]) if d["score"] > 0.5]
+    assert strong and len(large["detections"])
+    assert box_iou(boxes(small)[strong] * 4, boxes(large)).max(axis=1).min() > 0.8
+    assert boxes(large).max() <= 4 * max(w, h)
+
+
 def test_body_over_limit_is_413_before_reading():
     app = create_app(Settings(models_dir=BUNDLED_MODELS, max_body_bytes=50_000))
     with TestClient(app) as c:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
@@ -313,3 +314,67 @@ def test_png_bytes_roundtrip_sanity() -> None:
     """The builders themselves: a PNG of an array decodes back to the array."""
     rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
     assert (decode(png_bytes(rgb)).rgb == rgb).all()
+
+
+# --- rule 7: a large JPEG decoded already shrunk towards a model input ----------------------
+
+def _big_jpeg(width: int, height: int, orientation: int = 1) -> tuple[bytes, np.ndarray]:
+    """A smooth ``width`` x ``height`` JPEG (stored orientation) with a coloured block near one corner."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([xx * 255 / width, yy * 255 / height, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
+    rgb[height // 10:height // 5, width // 10:width // 5] = (250, 20, 20)
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92, exif=exif.tobytes())
+    return buf.getvalue(), rgb
+
+
+@pytest.mark.parametrize("size,fit,reduction", [((2000, 1500), 416, 4), ((1664, 1248), 416, 4),
+                                                ((1700, 1000), 416, 4), ((4032, 3024), 416, 8),
+                                                ((832, 624), 416, 2), ((831, 600), 416, 1),
+                                                ((640, 480), 416, 1), ((2000, 1500), 1024, 1)])
+def test_large_jpeg_decodes_shrunk_never_below_what_fitting_needs(size, fit, reduction) -> None:
+    data, stored = _big_jpeg(*size)
+    out = decode_image(data, 40_000_000, fit=fit)
+    assert out.reduction == reduction
+    assert (out.photo_width, out.photo_height) == size
+    assert (out.width, out.height) == (-(-size[0] // reduction), -(-size[1] // reduction))
+    scale = min(fit / size[0], fit / size[1])
+    assert out.width >= round(size[0] * scale) and out.height >= round(size[1] * scale)
+    full = decode_image(data, 40_000_000)
+    assert full.reduction == 1 and (full.width, full.height) == size
+    # the same picture as the full decode shrunk by area averaging, to a grey level or two
+    shrunk = cv2.resize(np.asarray(full.rgb), (out.width, out.height), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk.astype(int) - out.rgb.astype(int)).mean() < 2.0
+
+
+def test_shrunk_decode_keeps_display_orientation_and_the_photos_size() -> None:
+    data, _ = _big_jpeg(2000, 1500, orientation=6)        # viewers turn it upright: 1500 x 2000
+    out = decode_image(data, LIMIT, fit=416)
+    assert out.reduction == 4 and (out.width, out.height) == (375, 500)
+    assert (out.photo_width, out.photo_height) == (1500, 2000)
+    full = decode_image(data, LIMIT)
+    shrunk = cv2.resize(np.asarray(full.rgb), (375, 500), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk.astype(int) - out.rgb.astype(int)).mean() < 2.0
+
+
+def test_only_jpeg_is_shrunk_and_the_pixel_limit_still_reads_the_header() -> None:
+    rgb = np.zeros((1500, 2000, 3), np.uint8)
+    out = decode_image(encode(Image.fromarray(rgb), "PNG"), LIMIT, fit=416)
+    assert out.reduction == 1 and (out.width, out.height) == (2000, 1500)
+    data, _ = _big_jpeg(2000, 1500)
+    with pytest.raises(ImageTooLarge):
+        decode_image(data, 2000 * 1500 - 1, fit=416)
+
+
+def test_boxes_map_back_to_the_photos_pixels() -> None:
+    data, _ = _big_jpeg(2001, 1500)                       # 2001 / 4 rounds up: 501 decoded columns
+    out = decode_image(data, LIMIT, fit=416)
+    assert out.reduction == 4 and out.width == 501
+    boxes = np.array([[10.0, 20.0, 30.5, 40.0], [480.0, 300.0, 501.0, 375.0]], np.float32)
+    np.testing.assert_allclose(out.to_photo(boxes), [[40, 80, 122, 160], [1920, 1200, 2001, 1500]])
+    plain = decode_image(data, LIMIT)
+    assert plain.to_photo(boxes) is boxes

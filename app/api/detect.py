@@ -11,7 +11,6 @@ from app.api.deps import DetectorDep, EngineDep, SettingsDep
 from app.api.images import ImageFiles, read_images
 from app.detector import DetectParams, ObjectDetector
 from app.errors import InvalidRequest
-from app.imaging import decode_image
 from app.pipeline import Steps
 from app.schemas import (Box, DetectBatchResponse, Detection, DetectResponse, DetectTimings, ErrorResponse, ImageSize,
                          ModelRef)
@@ -37,13 +36,13 @@ def _classes(detector: ObjectDetector, classes: str | None) -> frozenset[int] | 
 
 def _detect(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams) -> Steps[DetectResponse]:
     t0 = time.perf_counter()
-    image = decode_image(data, max_pixels)
+    image = detector.decode(data, max_pixels)
     decode_ms = (time.perf_counter() - t0) * 1000
-    dets, times = yield from detector.detect_steps(image.rgb, params)
+    dets, times = yield from detector.photo_steps(image, params)
     names = detector.meta.class_names
     return DetectResponse(
         model=ModelRef(name=detector.meta.name, version=detector.meta.version),
-        image=ImageSize(width=image.width, height=image.height),
+        image=ImageSize(width=image.photo_width, height=image.photo_height),
         detections=[Detection(box=Box(**{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), b)}),
                               score=round(float(s), 4), class_id=int(c), label=names[int(c)])
                     for b, s, c in zip(dets.boxes, dets.scores, dets.class_ids)],

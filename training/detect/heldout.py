@@ -79,13 +79,12 @@ def serving_predictor(model: Path) -> Callable[[Path], Detections]:
     """The serving classes in-process, without HTTP: the server's decoder and ``ObjectDetector``
     (any detection task, the face detector included)."""
     from app.detector import DetectParams, ObjectDetector
-    from app.imaging import decode_image
     from app.settings import Settings
 
     settings = Settings(device="cpu")
     detector = ObjectDetector.load(Path(model), settings)
     params = DetectParams(conf=EVAL_QUERY["conf"], iou=EVAL_QUERY["iou"], max_det=EVAL_QUERY["max_det"])
-    return lambda path: detector.detect(decode_image(path.read_bytes(), settings.max_pixels).rgb, params)[0]
+    return lambda path: detector.detect_upload(path.read_bytes(), settings.max_pixels, params)
 
 
 def checkpoint_predictor(checkpoint: Path) -> Callable[[Path], Detections]:
