@@ -5,7 +5,7 @@ the logits taken back to the original image (``app.vision.masks``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.detector import Normalization, StageTimes
+from app.imaging import DecodedImage, decode_image
 from app.pipeline import Infer, Steps, run_steps
 from app.runtime import ModelLoadError, SessionRunner, parse_metadata
 from app.vision.letterbox import letterbox, to_tensor
@@ -87,6 +88,19 @@ class Segmenter:
 
     def segment_steps(self, image: np.ndarray) -> Steps[Segmentation]:
         """``HxWx3 uint8 RGB`` → class ids at the image's own resolution (``app.pipeline`` steps)."""
+        return self._steps(image, 1, None)
+
+    def decode(self, data: bytes, max_pixels: int, full: bool = False) -> DecodedImage:
+        """An upload decoded for this segmenter: a large JPEG comes already shrunk towards the input
+        size in its DCT (``app.imaging``, rule 7), unless ``full`` (an overlay draws on every pixel)."""
+        return decode_image(data, max_pixels, fit=None if full else self.meta.input_size)
+
+    def photo_steps(self, image: DecodedImage) -> Steps[Segmentation]:
+        """``segment_steps`` on a decoded upload: the mask at the photo's own resolution, however
+        shrunk ``image.rgb`` was decoded."""
+        return self._steps(image.rgb, image.reduction, (image.photo_width, image.photo_height))
+
+    def _steps(self, image: np.ndarray, reduction: int, photo: tuple[int, int] | None) -> Steps[Segmentation]:
         t0 = time.perf_counter()
         canvas, geo = letterbox(image, self.meta.input_size)
         norm = self.meta.normalization
@@ -94,6 +108,9 @@ class Segmenter:
         t1 = time.perf_counter()
         logits = (yield Infer(self, batch))[0]
         t2 = time.perf_counter()
+        if reduction != 1 and photo is not None:
+            # photo pixel X is decoded coordinate X / reduction (DCT scaling): the photo's own letterbox
+            geo = replace(geo, scale=geo.scale / reduction, width=photo[0], height=photo[1])
         mask = logits_to_mask(logits, geo, self.meta.output_stride)
         t3 = time.perf_counter()
         return Segmentation(mask, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))

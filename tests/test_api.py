@@ -197,6 +197,28 @@ def test_a_large_photo_is_detected_like_its_small_self(client, scenes):
     assert boxes(large).max() <= 4 * max(w, h)
 
 
+def test_a_large_photo_is_segmented_at_its_own_size_like_a_full_decode(client, scenes):
+    """/segment decodes a large JPEG already shrunk, yet answers the mask at the photo's own size;
+    with an overlay it decodes at full size. The two masks agree."""
+    import base64
+
+    import cv2
+
+    scene = max(scenes, key=lambda s: len(s.objects))
+    h, w = scene.image.shape[:2]
+    big = images.jpeg_bytes(cv2.resize(scene.image, (4 * w, 4 * h), interpolation=cv2.INTER_CUBIC))
+
+    def mask(answer):
+        return cv2.imdecode(np.frombuffer(base64.b64decode(answer["mask"]["data"]), np.uint8), cv2.IMREAD_UNCHANGED)
+
+    shrunk = client.post("/segment", files={"image": ("big.jpg", big, "image/jpeg")}).json()
+    full = client.post("/segment", files={"image": ("big.jpg", big, "image/jpeg")}, params={"overlay": "true"}).json()
+    assert shrunk["image"] == full["image"] == {"width": 4 * w, "height": 4 * h}
+    a, b = mask(shrunk), mask(full)
+    assert a.shape == b.shape == (4 * h, 4 * w)
+    assert len(np.unique(b)) > 1 and (a == b).mean() > 0.98
+
+
 def test_body_over_limit_is_413_before_reading():
     app = create_app(Settings(models_dir=BUNDLED_MODELS, max_body_bytes=50_000))
     with TestClient(app) as c:

@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from app.api.deps import EngineDep, SegmenterDep, SettingsDep
 from app.api.images import ImageFiles, read_images
 from app.errors import InvalidRequest
-from app.imaging import decode_image
 from app.pipeline import Steps
 from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentBatchResponse, SegmentClass,
                          SegmentResponse, SegmentTimings)
@@ -34,9 +33,9 @@ def _b64(data: bytes) -> str:
 def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool
              ) -> Steps[SegmentResponse | Response]:
     t0 = time.perf_counter()
-    image = decode_image(data, max_pixels)
+    image = segmenter.decode(data, max_pixels, full=overlay)
     decode_ms = (time.perf_counter() - t0) * 1000
-    result = yield from segmenter.segment_steps(image.rgb)
+    result = yield from segmenter.photo_steps(image)
     t1 = time.perf_counter()
     meta = segmenter.meta
     if fmt == "png":
@@ -53,7 +52,7 @@ def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: 
         if overlay else None
     times = result.times
     return SegmentResponse(
-        model=ModelRef(name=meta.name, version=meta.version), image=ImageSize(width=image.width, height=image.height),
+        model=ModelRef(name=meta.name, version=meta.version), image=ImageSize(width=image.photo_width, height=image.photo_height),
         classes=classes, mask=mask, overlay=shown,
         timings_ms=SegmentTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
                                   inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3),
