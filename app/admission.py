@@ -5,9 +5,13 @@ admitted request waits behind the others, and all are answered late) or too low 
 ``AdaptiveLimit`` moves the limit between ``SIGHTLINE_MIN_IN_FLIGHT`` and ``SIGHTLINE_MAX_IN_FLIGHT``
 by the gradient method of Netflix's concurrency-limits and Envoy's adaptive concurrency filter:
 
-- each endpoint's **unloaded latency** is learnt from the requests it answers that were admitted
-  alone (no other POST in flight): a low quantile of the recent ones, so one lucky request does not
-  set it. A server busy from its start may never admit a request alone, so once an endpoint has
+- each endpoint's **unloaded latency** is learnt from the requests it answers that were served
+  alone (no other POST in flight when admitted, and none arriving, admitted or refused, while it
+  was served): a low quantile of the recent ones, so one lucky request does not set it. Under
+  overload a request admitted into an empty server still shares the cores with the refusals
+  answered meanwhile; learning from it let the estimate, and with it the limit and the latency,
+  creep up over an overload (p50 of admitted requests from 40 to 80 ms within 20 s, seen on the
+  2-core machines). A server busy from its start may never admit a request alone, so once an endpoint has
   answered ``PROBE_AFTER`` requests without having learnt it, the limit drops to 1 for a moment (at
   most ``PROBE_MAX_S``, at most once per ``PROBE_EVERY_S``) to measure it, as Envoy's filter
   measures its minimum RTT. Ordinary bursts on a fresh server never cause a probe.
@@ -118,12 +122,15 @@ class AdaptiveLimit:
         base = self.unloaded(endpoint) if self.enabled else None
         return base is not None and age > self.tolerance * base
 
-    def observe(self, endpoint: str, seconds: float, concurrent: int) -> None:
+    def observe(self, endpoint: str, seconds: float, concurrent: int, overlapped: bool = False) -> None:
         """A request to ``endpoint`` was answered successfully after ``seconds``; ``concurrent``:
-        the POST requests in flight when it was admitted, itself included."""
+        the POST requests in flight when it was admitted, itself included; ``overlapped``: another
+        POST arrived (admitted or refused) while it was served. During a probe the overlaps are
+        refusals of a server busy from its start, and its answers are learnt from all the same."""
         if not self.enabled or seconds <= 0:
             return
-        alone = concurrent <= 1
+        probing = self._probe is not None and self._probe[0] == endpoint
+        alone = concurrent <= 1 and (not overlapped or probing)
         if alone:
             self._unloaded.setdefault(endpoint, deque(maxlen=UNLOADED_SAMPLES)).append(seconds)
         base = self.unloaded(endpoint)

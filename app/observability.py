@@ -86,6 +86,7 @@ class _Admitted:
 
     scope: Scope
     size: dict[str, int]
+    arrivals: int                      # POSTs that had arrived when it was admitted, itself included
     since: float | None = None
 
 
@@ -94,6 +95,7 @@ class RequestMiddleware:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
         self.limiter = limiter
         self.admitted: dict[int, _Admitted] = {}                 # POSTs in flight, by arrival
+        self.arrivals = 0                                         # POSTs arrived so far, admitted or not
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
 
@@ -139,13 +141,14 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":
+            self.arrivals += 1
             why = self._refusal()
             if why is not None:
                 await self._refuse(scope, receive, send, why)
                 return
             size = {"images": 1}
             token = request_images.set(size)      # the route notes how many photos it read
-            admitted = self.admitted[id(scope)] = _Admitted(scope, size)
+            admitted = self.admitted[id(scope)] = _Admitted(scope, size, self.arrivals)
             concurrent = self.posts
             try:
                 status, seconds = await self._serve(scope, receive, send, admitted)
@@ -153,7 +156,8 @@ class RequestMiddleware:
                 del self.admitted[id(scope)]
                 request_images.reset(token)
             if 200 <= status < 300:
-                self.limiter.observe(kind(_endpoint(scope), size["images"]), seconds, concurrent)
+                self.limiter.observe(kind(_endpoint(scope), size["images"]), seconds, concurrent,
+                                     overlapped=self.arrivals > admitted.arrivals)
                 self.metrics.limit.set(self.limiter.limit)
         else:
             await self._serve(scope, receive, send)

@@ -210,7 +210,7 @@ def test_a_slow_upload_is_no_standing_queue():
     class Route:
         path = "/detect"
 
-    uploading = [_Admitted({"route": Route()}, {"images": 1}) for _ in range(2)]
+    uploading = [_Admitted({"route": Route()}, {"images": 1}, 1) for _ in range(2)]
     middleware.admitted = {id(a): a for a in uploading}      # 2 POSTs in flight
     assert middleware._refusal() is None                      # 2 in flight, both still uploading
     uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 10 ms
@@ -219,3 +219,53 @@ def test_a_slow_upload_is_no_standing_queue():
     assert "oldest of the 2 requests" in (middleware._refusal() or "")
     del middleware.admitted[id(uploading[0])]                   # 1, below the floor: never refused for it
     assert middleware._refusal() is None
+
+
+def test_a_request_others_arrived_during_is_not_unloaded():
+    """Admitted into an empty server but sharing it with arrivals (refused ones included) while it was
+    served: not an unloaded latency, so an overload cannot drag the estimate up."""
+    limiter = learnt(base=0.010)
+    for _ in range(60):                                   # more than the samples kept
+        limiter.observe("/detect", 0.040, ALONE, overlapped=True)
+    assert limiter.unloaded("/detect") == pytest.approx(0.010)
+    assert limiter.limit < 24                             # and they were judged slow
+
+
+def test_during_a_probe_overlapped_answers_are_learnt():
+    clock = Clock()
+    limiter = AdaptiveLimit(2, 24, 2.0, clock=clock)
+    for _ in range(PROBE_AFTER):
+        limiter.observe("/detect", 0.050, BUSY)
+    assert limiter.limit == 1                             # probing: the others are refused meanwhile
+    for _ in range(MIN_UNLOADED):
+        limiter.observe("/detect", 0.012, ALONE, overlapped=True)
+    assert limiter.unloaded("/detect") == pytest.approx(0.012) and limiter.limit == 24
+
+
+def test_the_middleware_tells_the_limit_whether_others_arrived(tmp_path):
+    """A request served alone is reported not overlapped; the first of two that overlap is."""
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path))
+    with TestClient(app) as c:
+        wait_ready(c)
+        limiter, seen = c.app.state.limiter, []
+        real = limiter.observe
+
+        def spy(endpoint, seconds, concurrent, overlapped=False):
+            seen.append((concurrent, overlapped))
+            real(endpoint, seconds, concurrent, overlapped)
+
+        limiter.observe = spy
+        assert c.post("/detect", files=parts(PHOTOS[0])).status_code == 200
+        assert seen == [(1, False)]
+        batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
+        gate, running, _ = hold(batcher)
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(c.post, "/detect", files=parts(PHOTOS[0]))
+            assert running.wait(10)
+            second = pool.submit(c.post, "/detect", files=parts(PHOTOS[1]))
+            deadline = time.monotonic() + 10
+            while c.app.state.engine.active < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gate.set()
+            assert first.result().status_code == 200 and second.result().status_code == 200
+        assert sorted(seen[1:]) == [(1, True), (2, False)]
