@@ -174,7 +174,8 @@ def runtime_tables(r: dict) -> list[Table]:
             f"MAX_QUEUE={s['max_queue']}, {s.get('instances', 1)} run(s) of the model side by side on "
             f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; batched_one_run: "
             "INFERENCE_INSTANCES=1 (one run at a time, on all cores); all with a fixed concurrency limit "
-            f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). {rt['seconds']:g} s per level after "
+            f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). Closed-loop clients, each on one kept-alive "
+            f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after "
             f"{rt['warmup_s']:g} s warm-up; mean batch from /metrics (warm-up included); raw = the detector alone "
             "in this process at that batch size, the faster of the server's runs side by side and one run on all "
             f"cores ({_raw_ways(rt)}). Same machine, one run.")
@@ -207,7 +208,10 @@ def runtime_tables(r: dict) -> list[Table]:
                      f"{k['rss_mb_max']:.0f}", "flat"])
         rows.append(["soak: RSS growth over the second half, MB per minute", _f(k["rss_mb_per_min_second_half"], 2),
                      "~0"])
-    out.append(Table("10. Serving runtime: targets", ["figure", "value", "target"], rows))
+    out.append(Table("10. Serving runtime: targets", ["figure", "value", "target"], rows,
+                     "overload: open-loop arrivals on POST /detect, each on a fresh connection, at the rate given (a "
+                     "multiple of the batched server's images/s at 16 clients); unloaded p99: one client alone on "
+                     "the same server just before"))
     return out
 
 
