@@ -87,15 +87,9 @@ class DecodedImage:
     format: str
     width: int
     height: int
-    reduction: int = 1
-    photo_width: int = 0     # 0: width
-    photo_height: int = 0    # 0: height
-
-    def __post_init__(self) -> None:
-        if not self.photo_width:
-            object.__setattr__(self, "photo_width", self.width)
-        if not self.photo_height:
-            object.__setattr__(self, "photo_height", self.height)
+    reduction: int
+    photo_width: int
+    photo_height: int
 
     def to_photo(self, boxes: np.ndarray) -> np.ndarray:
         """``(N, 4)`` xyxy boxes in ``rgb``'s pixels → in the photo's. Pixel ``i`` of a DCT-shrunk
@@ -126,11 +120,11 @@ def decode_image(data: bytes, max_pixels: int, fit: int | None = None) -> Decode
             _shrink_while_decoding(img, fit)
         _load(img)
         reduction = _reduction(stored[0], img.size[0])
-        turned = _exif_orientation(img) in _QUARTER_TURNS
-        rgb = pil_to_rgb(_display_oriented(img))
+        orientation = _exif_orientation(img)
+        rgb = pil_to_rgb(_display_oriented(img, orientation))
     rgb.flags.writeable = False
     height, width = rgb.shape[:2]
-    photo_w, photo_h = stored[::-1] if turned else stored
+    photo_w, photo_h = stored[::-1] if orientation in _QUARTER_TURNS else stored
     return DecodedImage(rgb=rgb, format=fmt, width=width, height=height, reduction=reduction,
                         photo_width=photo_w, photo_height=photo_h)
 
@@ -194,11 +188,11 @@ def _exif_orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _display_oriented(img: Image.Image) -> Image.Image:
-    """``img`` turned the way the EXIF orientation says a viewer shows it (the same table as
+def _display_oriented(img: Image.Image, orientation: int) -> Image.Image:
+    """``img`` turned the way its EXIF ``orientation`` says a viewer shows it (the same table as
     ``ImageOps.exif_transpose``, which is not used because it rewrites the EXIF block and so
     fails on the broken EXIF that viewers ignore)."""
-    method = _TRANSPOSE.get(_exif_orientation(img))
+    method = _TRANSPOSE.get(orientation)
     return img if method is None else img.transpose(method)
 
 
