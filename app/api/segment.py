@@ -52,7 +52,8 @@ def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: 
         if overlay else None
     times = result.times
     return SegmentResponse(
-        model=ModelRef(name=meta.name, version=meta.version), image=ImageSize(width=image.photo_width, height=image.photo_height),
+        model=ModelRef(name=meta.name, version=meta.version),
+        image=ImageSize(width=image.photo_width, height=image.photo_height),
         classes=classes, mask=mask, overlay=shown,
         timings_ms=SegmentTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
                                   inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3),
