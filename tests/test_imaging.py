@@ -378,3 +378,9 @@ def test_boxes_map_back_to_the_photos_pixels() -> None:
     np.testing.assert_allclose(out.to_photo(boxes), [[40, 80, 122, 160], [1920, 1200, 2001, 1500]])
     plain = decode_image(data, LIMIT)
     assert plain.to_photo(boxes) is boxes
+
+
+def test_a_truncated_large_jpeg_is_invalid_when_shrunk_too() -> None:
+    data, _ = _big_jpeg(2000, 1500)
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) * 2 // 3], 40_000_000, fit=416)
