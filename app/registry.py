@@ -14,7 +14,7 @@ from pathlib import Path
 from app.detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FACE_DETECTION, FACE_EMBEDDING, FACE_LANDMARKS, FaceAnalyzer, FaceEmbedder, LandmarkModel
-from app.runtime import ModelLoadError, add_lone_session, create_session, read_metadata
+from app.runtime import ModelLoadError, create_session, read_metadata, thread_plan
 from app.segmenter import SEGMENTATION, Segmenter
 from app.settings import Settings
 
@@ -84,8 +84,9 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
     models_dir = Path(settings.models_dir)
     if not models_dir.is_dir():
         raise ModelLoadError(f"models directory {models_dir} does not exist (SIGHTLINE_MODELS_DIR)")
+    plan = thread_plan(settings)                       # once: every session below follows it
     for path in sorted(models_dir.glob("*.onnx")):
-        session = create_session(path, settings)
+        session = create_session(path, settings, plan.intra_op)
         meta = read_metadata(session)
         task = meta.get("task")
         model: ObjectDetector | LandmarkModel | FaceEmbedder | Segmenter
@@ -103,5 +104,6 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         else:
             log.warning("%s: task %r is not served by this version; skipped", path.name, task)
             continue
-        add_lone_session(model.runner, path, settings)
+        if plan.lone_session and model.runner.device == "cpu":   # a second session for runs alone
+            model.runner.use_lone(create_session(path, settings, plan.lone))
     log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")

@@ -149,13 +149,6 @@ def create_session(path: Path, settings: Settings, intra_op: int | None = None) 
     return session
 
 
-def add_lone_session(runner: SessionRunner, path: Path, settings: Settings) -> None:
-    """Give ``runner`` its second session for runs alone, when the thread plan has one (on the CPU)."""
-    plan = thread_plan(settings)
-    if plan.lone_session and runner.device == "cpu":
-        runner.use_lone(create_session(path, settings, intra_op=plan.lone))
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -188,8 +181,8 @@ class SessionRunner:
     tensor per call; outputs are written on the device and copied back once. On the CPU plain
     ``session.run`` already reads the numpy memory in place, so it is used unless asked for.
 
-    ``lone``, when set (``add_lone_session``: on the CPU, where runs go side by side on one thread
-    each), is a second session of the same model on more threads: a run that starts while no other
+    ``lone``, when set (``use_lone``; the server sets it on the CPU, where runs go side by side on one
+    thread each), is a second session of the same model on more threads: a run that starts while no other
     run is in flight here takes it and finishes sooner; one that starts beside another takes the
     single-threaded ``session``. The two give the same outputs up to float rounding."""
 
@@ -216,13 +209,15 @@ class SessionRunner:
         self.lone, self.lone_threads = session, session.get_session_options().intra_op_num_threads
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.lone is None:                             # no choice to make: no count to keep
+            return self._run(batch)
         with self._lock:
             self._in_flight += 1
-            alone = self.lone is not None and self._in_flight == 1
+            alone = self._in_flight == 1
             self.lone_runs += alone
         try:
             if alone:
-                return self.lone.run([self.output_name], {self.input_name: batch})[0]  # type: ignore[union-attr]
+                return self.lone.run([self.output_name], {self.input_name: batch})[0]
             return self._run(batch)
         finally:
             with self._lock:

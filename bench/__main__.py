@@ -58,8 +58,9 @@ class Profile:
 
 
 DEFAULT = Profile("default")
-QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1, large_photo_runs=1,
-                http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3, nms_runs=((1000, 2, 0), (10000, 1, 0)),
+QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
+                large_photo_runs=1, http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3,
+                nms_runs=((1000, 2, 0), (10000, 1, 0)),
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
                 overload_seconds=1.0, soak_seconds=3.0)
