@@ -10,6 +10,13 @@ Up to ``instances`` runs of one model are in flight at once (Triton's instance c
 forms the next batch only once an instance is free, so while all are busy the queue grows into a
 larger batch. On a CPU, several single-threaded runs side by side keep the cores busier than one
 run parallelised inside (small convolutions split poorly across threads); see ``app.runtime``.
+While another instance idles, the worker neither waits for company nor batches more than its even
+share of the rows waiting (work-conserving, as a multi-server queue is): two requests arriving
+together on an idle 2-instance CPU run side by side at once, not as one batch of two on one core
+after ``max_delay``. On the 2-core Intel machine (``POST /detect``, four interleaved runs each)
+this took 2 closed-loop clients from 102-116 to 116-121 images/s, 4 clients from 105-132 to
+124-133, and requests served at twice the sustainable rate by 1-11 % (three runs each); at 16
+clients the instances are rarely idle and it changes nothing (110-143 against 139-143).
 
 Backpressure: the queue is bounded (``max_queue`` requests); a request finding it full is refused
 at once (``Overloaded``: 503 with ``Retry-After``); one whose deadline has passed while it waited is
@@ -174,9 +181,11 @@ class DynamicBatcher:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            # another instance idle: never wait for company, and share the waiting rows out (below)
+            others_idle = self.settings.instances - len(self._runs) - 1
             # wait for company: until max_batch rows wait, the oldest has waited max_delay, or no
             # other request is in flight that could join
-            if self.settings.max_batch > 1:
+            if self.settings.max_batch > 1 and others_idle == 0:
                 while self._live_rows() < self.settings.max_batch and self._company_possible():
                     remaining = self._pending[0].enqueued + delay - loop.time()
                     if remaining <= 0:
@@ -186,7 +195,7 @@ class DynamicBatcher:
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
                     except TimeoutError:
                         break
-            batch = self._take()
+            batch = self._take(self._share(others_idle))
             self.observer.queue_depth(self.name, len(self._pending))
             if not batch:
                 self._free.release()
@@ -201,9 +210,16 @@ class DynamicBatcher:
         assert self._free is not None
         self._free.release()
 
-    def _take(self) -> list[_Request]:
-        """The oldest waiting requests up to ``max_batch`` rows (a request larger than that runs
-        alone); gone and expired ones are answered here and never run."""
+    def _share(self, others_idle: int) -> int:
+        """Rows for the batch forming now: ``max_batch``, or with other instances idle, this
+        instance's even share of the rows waiting, so that none of them idles while rows wait."""
+        if others_idle == 0:
+            return self.settings.max_batch
+        return min(self.settings.max_batch, -(-self._live_rows() // (others_idle + 1)))
+
+    def _take(self, cap: int) -> list[_Request]:
+        """The oldest waiting requests up to ``cap`` rows (a request larger than that runs alone);
+        gone and expired ones are answered here and never run."""
         batch: list[_Request] = []
         rows, now = 0, time.monotonic()
         while self._pending:
@@ -218,7 +234,7 @@ class DynamicBatcher:
                 waited = (asyncio.get_running_loop().time() - req.enqueued) * 1000
                 req.future.set_exception(DeadlineExceeded(self.name, waited))
                 continue
-            if batch and rows + len(req.rows) > self.settings.max_batch:
+            if batch and rows + len(req.rows) > cap:
                 break
             batch.append(self._pending.popleft())
             rows += len(req.rows)

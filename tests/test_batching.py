@@ -295,7 +295,12 @@ def test_instances_bound_the_runs_in_flight(instances):
     model, started_runs, answers = asyncio.run(main())
     assert started_runs == instances and model.most == instances
     assert [float(a[0, 0]) for a in answers] == [10 * v for v in [*range(instances), *range(100, 108)]]
-    assert sorted(len(b) for b in model.batches) == [1] * instances + [4, 4]   # the 8 waiting: max_batch each
+    first = [b for b in model.batches if b[0, 0] < 100]
+    later = [len(b) for b in model.batches if b[0, 0] >= 100]
+    assert [len(b) for b in first] == [1] * instances
+    # the 8 that waited: within max_batch, and batched; the first instance released takes at least
+    # its even share (with all the instances idle) of them
+    assert sum(later) == 8 and min(4, 8 / instances) <= max(later) <= 4
 
 
 def test_two_instances_run_side_by_side():
@@ -339,7 +344,7 @@ def test_company_is_not_awaited_from_requests_already_running():
                                  in_flight=lambda: 2)
         batcher.start()
         loop = asyncio.get_running_loop()
-        first = asyncio.ensure_future(batcher.infer(rows(1)))   # waits 300 ms for the other, then runs
+        first = asyncio.ensure_future(batcher.infer(rows(1)))   # the other instance idles: runs at once
         await loop.run_in_executor(None, model.started.wait, 5)
         t0 = time.perf_counter()
         second = asyncio.ensure_future(batcher.infer(rows(2)))
@@ -352,3 +357,40 @@ def test_company_is_not_awaited_from_requests_already_running():
 
     both, waited = asyncio.run(main())
     assert both and waited < 0.2
+
+
+def test_idle_instances_share_the_waiting_rows_at_once():
+    """With both instances idle, four requests arriving together run as two batches of two side by
+    side, not as one batch of four while the other instance idles."""
+    async def main():
+        model = CountingModel()
+        model.gate.clear()
+        batcher = DynamicBatcher("fake", model.run, BatchSettings(max_batch=8, max_delay_ms=0, instances=2))
+        batcher.start()
+        answers = [asyncio.ensure_future(batcher.infer(rows(i))) for i in range(4)]
+        both = await asyncio.get_running_loop().run_in_executor(None, model.two_running.wait, 5)
+        model.gate.set()
+        out = await asyncio.gather(*answers)
+        await batcher.stop()
+        return model, both, out
+
+    model, both, out = asyncio.run(main())
+    assert both and sorted(len(b) for b in model.batches) == [2, 2]
+    assert [float(o[0, 0]) for o in out] == [0, 10, 20, 30]
+
+
+def test_no_wait_for_company_while_another_instance_idles():
+    """A lone request that could have company (another request in flight) still runs at once when
+    another instance is idle: waiting would only leave a core unused."""
+    async def main():
+        model = FakeModel()
+        batcher = DynamicBatcher("fake", model.run, BatchSettings(max_batch=8, max_delay_ms=400, instances=2),
+                                 in_flight=lambda: 2)
+        batcher.start()
+        t0 = time.perf_counter()
+        await batcher.infer(rows(1))
+        waited = time.perf_counter() - t0
+        await batcher.stop()
+        return waited
+
+    assert asyncio.run(main()) < 0.2
