@@ -3,6 +3,12 @@ landmark regressor, and the embedder with its calibrated threshold and verificat
 reads its preprocessing contract from its own metadata. ``FaceAnalyzer`` chains them:
 
     photo ─► face boxes ─► square crop per box ─► 5 landmarks ─► aligned crop ─► unit embedding
+
+An upload is decoded twice at most (``FaceAnalyzer.photo_steps``): shrunk for the face detector,
+as ``POST /detect`` does (``app.imaging`` rule 7), and the crops are cut from that same decode when
+its smallest face still spans ``CROP_DETAIL`` times the crop models' input; otherwise the photo is
+decoded again, shrunk less or not at all, for the crops. A phone selfie's face spans hundreds of
+pixels even in a decode shrunk 8 times, so it is read once, small.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from app.detector import DetectParams, Normalization, ObjectDetector
+from app.imaging import REDUCTIONS, DecodedImage, decode_image
 from app.pipeline import Infer, Steps, run_steps
 from app.runtime import ModelLoadError, SessionRunner, parse_metadata
 from app.vision.align import (align_face, average_mirror_reading, crop_box, invert_affine, sum_mirror_embeddings,
@@ -25,6 +32,10 @@ from app.vision.align import (align_face, average_mirror_reading, crop_box, inve
 from app.vision.letterbox import to_tensor
 
 FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
+
+# the crops are cut from a decode where every face's box spans at least this many times the crop
+# models' input side, so that a crop is always a shrink (area-averaged by ``app.vision.align.warp``)
+CROP_DETAIL = 2.0
 
 
 def _normalise(crops: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -200,6 +211,21 @@ class Face:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+@dataclass(frozen=True)
+class FacePhoto:
+    """An upload's faces, in the photo's own pixels, and ``image``, the decode their crops come from
+    (the photo shrunk ``image.reduction`` times)."""
+
+    image: DecodedImage
+    faces: list[Face]
+
+    def landmarks_in_image(self, faces: list[Face]) -> np.ndarray:
+        """``(N, 5, 2)`` landmarks of ``faces`` in ``image``'s pixels."""
+        if not faces:
+            return np.zeros((0, 5, 2), np.float32)
+        return np.stack([f.landmarks for f in faces]).astype(np.float32) / self.image.reduction
+
+
 @dataclass
 class FaceAnalyzer:
     detector: ObjectDetector
@@ -220,6 +246,38 @@ class FaceAnalyzer:
 
     def detect(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> list[Face]:
         return run_steps(self.detect_steps(image, conf, max_faces))
+
+    def photo_steps(self, data: bytes, max_pixels: int, conf: float = 0.5, max_faces: int = 50
+                    ) -> Steps[FacePhoto]:
+        """The faces of an upload (what the face routes answer), each with its 5 landmarks, in the
+        photo's own pixels: found in a decode shrunk for the detector, their landmarks read from a
+        decode detailed enough for the smallest of them (the same one when it is)."""
+        small = self.detector.decode(data, max_pixels)
+        params = DetectParams(conf=conf, iou=0.4, max_det=max_faces)
+        dets, _ = yield from self.detector.detect_steps(small.rgb, params)
+        boxes = small.to_photo(dets.boxes)
+        reduction = self.crop_reduction(boxes, small.reduction)
+        image = small if reduction == small.reduction else decode_image(data, max_pixels, reduction=reduction)
+        points = yield from self.landmarks.predict_steps(image.rgb, boxes / image.reduction)
+        faces = [Face(b.astype(np.float32), float(s), (p * image.reduction).astype(np.float32))
+                 for b, s, p in zip(boxes, dets.scores, points)]
+        return FacePhoto(image, faces)
+
+    def crop_reduction(self, boxes: np.ndarray, most: int) -> int:
+        """The most a photo may be shrunk (at most ``most``) for its crops: every face box of
+        ``boxes`` (photo pixels) keeps ``CROP_DETAIL`` times the crop models' input side."""
+        if not len(boxes) or most == 1:
+            return most
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        crop = max(self.landmarks.meta.input_size, self.embedder.meta.input_size if self.embedder else 0)
+        smallest = float(sides.min())
+        return max((r for r in REDUCTIONS if r <= most and smallest / r >= CROP_DETAIL * crop), default=1)
+
+    def embed_photo_steps(self, photo: FacePhoto, faces: list[Face]) -> Steps[np.ndarray]:
+        """``(N, D)`` embeddings of ``faces`` (some of ``photo.faces``), from ``photo``'s decode."""
+        if self.embedder is None:
+            raise ModelLoadError("no face embedding model is installed")
+        return (yield from self.embedder.embed_steps(photo.image.rgb, photo.landmarks_in_image(faces)))
 
     def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         return run_steps(self.embed_steps(image, faces))

@@ -29,7 +29,8 @@ The rules, in the order they are applied:
    fitting needs: a 12-megapixel phone photo for a 416 input decodes at 504x378 in 21 ms, against
    111 ms for the full photo and 37 ms more to shrink it (the model inputs differ by 1 grey level
    on average). ``reduction`` says by how much; ``photo_width``/``photo_height`` keep the photo's
-   own size and ``to_photo`` maps boxes back to it.
+   own size and ``to_photo`` maps boxes back to it. A caller that knows the detail it needs
+   (the face routes, after finding the faces in a shrunk decode) asks for a ``reduction`` itself.
 
 ``rgb`` is read-only (it shares no memory with anything, but the dataclass is frozen and the
 array follows suit): copy it before drawing on it.
@@ -76,6 +77,9 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that brings the image to dis
 }
 
 
+REDUCTIONS = (1, 2, 4, 8)   # the DCT scales a JPEG can be decoded at (rule 7)
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded upload: ``rgb`` is ``HxWx3 uint8`` RGB, C-contiguous, read-only, in display
@@ -100,15 +104,18 @@ class DecodedImage:
         return np.minimum(out, np.array([self.photo_width, self.photo_height] * 2, dtype=np.float32))
 
 
-def decode_image(data: bytes, max_pixels: int, fit: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, fit: int | None = None, reduction: int = 1) -> DecodedImage:
     """Decode the first frame of an uploaded image to display-oriented 8-bit RGB; with ``fit``, a
-    large JPEG comes already shrunk towards a ``fit`` x ``fit`` model input (rule 7).
+    large JPEG comes already shrunk towards a ``fit`` x ``fit`` model input, with ``reduction``
+    (2, 4 or 8) a JPEG comes shrunk that many times (rule 7).
 
     Transparent pixels are composited over white. Raises :class:`InvalidImage` (400) for bytes
     that are not a decodable image, :class:`UnsupportedFormat` (415) for a real image in a format
     other than JPEG, PNG, WebP, BMP or GIF, and :class:`ImageTooLarge` (413) when the header's
     width x height exceeds ``max_pixels``, checked before any pixel is decoded.
     """
+    if reduction not in REDUCTIONS or (fit is not None and reduction != 1):
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, and not given with fit, not {reduction}")
     if not data:
         raise InvalidImage(
             "the upload is empty; send the image bytes in the multipart field 'image'")
@@ -116,8 +123,11 @@ def decode_image(data: bytes, max_pixels: int, fit: int | None = None) -> Decode
         fmt = _check_format(img)
         _check_size(img, max_pixels)
         stored = img.size
-        if fit is not None and fmt == "jpeg":
+        if fmt == "jpeg" and fit is not None:
             _shrink_while_decoding(img, fit)
+        elif fmt == "jpeg" and reduction > 1:
+            # draft picks the largest scale with stored // asked >= scale: floor, so odd sizes still reduce
+            img.draft(img.mode, (max(1, stored[0] // reduction), max(1, stored[1] // reduction)))
         _load(img)
         reduction = _reduction(stored[0], img.size[0])
         orientation = _exif_orientation(img)
@@ -140,7 +150,7 @@ def _shrink_while_decoding(img: Image.Image, fit: int) -> None:
 
 def _reduction(stored_width: int, decoded_width: int) -> int:
     """The DCT scale a decode was shrunk by: ``decoded = ceil(stored / r)`` with r in 1, 2, 4, 8."""
-    return next((r for r in (1, 2, 4, 8) if math.ceil(stored_width / r) == decoded_width), 1)
+    return next((r for r in REDUCTIONS if math.ceil(stored_width / r) == decoded_width), 1)
 
 
 def _open(data: bytes) -> Image.Image:

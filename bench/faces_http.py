@@ -6,14 +6,18 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import io
+
 import httpx
 import numpy as np
+from PIL import Image
 
-from bench.images import encode_jpeg
+from bench.images import enlarge_to_phone, encode_jpeg
 from bench.server import Server
 from bench.stats import summarize_ms
 
 SEED = 777
+PHONE_PAIRS = 8   # /verify of 12-megapixel photos
 
 
 def face_photos(identities: int, per_identity: int) -> list[list[bytes]]:
@@ -59,6 +63,26 @@ def _load(server: Server, calls: list[dict], clients: int) -> dict:
             "latency": summarize_ms(ok)}
 
 
+def verify_phone_photos(server: Server, people: list[list[bytes]], pairs: int) -> dict:
+    """``POST /verify`` of two photos of one person, each enlarged to a phone camera's 12
+    megapixels, one client: latency, and how many pairs were still verified."""
+    def phone(jpeg: bytes, seed: int) -> bytes:
+        return enlarge_to_phone(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), seed)
+
+    sent = [(phone(p[0], 2 * i), phone(p[1], 2 * i + 1)) for i, p in enumerate(people[:pairs])]
+    times, verified = [], 0
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        client.post("/verify", files=_files(image1=sent[0][0], image2=sent[0][1]))   # untimed
+        for a, b in sent:
+            t0 = time.perf_counter()
+            r = client.post("/verify", files=_files(image1=a, image2=b))
+            if r.status_code == 200:
+                times.append(time.perf_counter() - t0)
+                verified += r.json()["verified"]
+    return {"pairs": len(sent), "ok": len(times), "verified": verified, "jpeg_bytes": len(sent[0][0]),
+            "latency": summarize_ms(times)}
+
+
 def bench_faces(server: Server, identities: int, per_identity: int, clients: tuple[int, ...]) -> dict:
     """Enroll one photo of each person, then verify pairs and identify the other photos."""
     t0 = time.perf_counter()
@@ -72,6 +96,7 @@ def bench_faces(server: Server, identities: int, per_identity: int, clients: tup
     identify = [{"url": "/identify", "files": _files(image=photo)} for p in people for photo in p[1:]]
     out = {"identities": identities, "photos_per_identity": per_identity, "enroll": enroll,
            "verify": [_load(server, verify, c) for c in clients],
-           "identify": [_load(server, identify, c) for c in clients]}
+           "identify": [_load(server, identify, c) for c in clients],
+           "verify_phone": verify_phone_photos(server, people, min(PHONE_PAIRS, identities))}
     out["elapsed_s"] = time.perf_counter() - t0
     return out

@@ -55,10 +55,19 @@ PHONE = (4032, 3024)
 def make_phone_jpeg(seed: int) -> bytes:
     """A 12-megapixel JPEG (a phone camera's 4032x3024): a test image enlarged 6.3x, with a little
     sensor-like noise so that it does not compress unrealistically well."""
+    return enlarge_to_phone(_scene_image(seed, 999) if _has_scenes() else _structured_image(seed, 999), seed)
+
+
+def enlarge_to_phone(rgb: np.ndarray, seed: int) -> bytes:
+    """``rgb`` padded with grey to 4:3, enlarged to a phone camera's 4032x3024, with a little
+    sensor-like noise, as a JPEG."""
     import cv2
 
-    small = _scene_image(seed, 999) if _has_scenes() else _structured_image(seed, 999)
-    big = cv2.resize(small, PHONE, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    h, w = rgb.shape[:2]
+    ph, pw = max(h, -(-w * 3 // 4)), max(w, -(-h * 4 // 3))
+    y, x = (ph - h) // 2, (pw - w) // 2
+    rgb = cv2.copyMakeBorder(rgb, y, ph - h - y, x, pw - w - x, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    big = cv2.resize(rgb, PHONE, interpolation=cv2.INTER_CUBIC).astype(np.float32)
     big += np.random.default_rng([seed, 999]).normal(0, 3, big.shape).astype(np.float32)
     return encode_jpeg(np.clip(big, 0, 255).astype(np.uint8))
 

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api import deps
-from app.faces import Face
+from app.faces import Face, FacePhoto
 from app.gallery import Gallery
+from app.imaging import decode_image
 from app.main import create_app
 from app.settings import Settings
 
@@ -56,12 +57,13 @@ class FakeFaces:
         return np.array(out, np.float32).reshape(-1, DIM)
 
     # the serving pipelines' step form (app.pipeline); the stand-in runs no model, so it yields nothing
-    def detect_steps(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50):
-        return self.detect(image, conf, max_faces)
+    def photo_steps(self, data: bytes, max_pixels: int, conf: float = 0.5, max_faces: int = 50):
+        image = decode_image(data, max_pixels)
+        return FacePhoto(image, self.detect(image.rgb, conf, max_faces))
         yield
 
-    def embed_steps(self, image: np.ndarray, faces: list[Face]):
-        return self.embed(image, faces)
+    def embed_photo_steps(self, photo: FacePhoto, faces: list[Face]):
+        return self.embed(photo.image.rgb, faces)
         yield
 
 

@@ -3,11 +3,16 @@ faces and landmarks found, 1:1 verification, and the one-shot enroll → identif
 
 from __future__ import annotations
 
+import io
 import json
 
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from app.faces import CROP_DETAIL
+from app.pipeline import run_steps
 from app.vision.boxes import box_iou
 from training.synth.faces import FaceConfig, write_faces
 
@@ -93,3 +98,68 @@ def test_one_shot_enroll_identify_delete(client, people):
     assert all(who(d, t) is None or who(d, t)["subject_id"] != enrolled[victim][0] for d, t, _ in people[victim])
     for sid, _ in list(enrolled.values())[1:]:
         assert client.delete(f"/subjects/{sid}").status_code == 204
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _alone(people, low: float, high: float) -> bytes:
+    """A photo of one person alone, whose face is ``low`` to ``high`` px tall."""
+    return next(d for photos in people.values() for d, truth, faces in photos
+                if faces == 1 and low <= truth["bbox"][3] <= high)
+
+
+def test_a_large_photo_is_read_shrunk_with_the_same_faces(client, people):
+    """A photo upscaled 8 times (a phone-sized upload) gives the small photo's face and landmarks
+    times 8, read from a shrunk decode, and verifies as the same person."""
+    analyzer = client.app.state.registry.faces(embedding=True)
+    small = _alone(people, 60, 1000)
+    rgb = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"))
+    big = _jpeg(cv2.resize(rgb, (rgb.shape[1] * 8, rgb.shape[0] * 8), interpolation=cv2.INTER_CUBIC))
+    photo = run_steps(analyzer.photo_steps(big, 10**9))
+    assert photo.image.reduction > 1 and photo.image.photo_width == rgb.shape[1] * 8
+    a = client.post("/faces/detect", files=_files(image=small)).json()["faces"]
+    b = client.post("/faces/detect", files={"image": ("big.jpg", big, "image/jpeg")}).json()["faces"]
+    assert len(a) == len(b) == 1
+    assert box_iou(_xyxy(a[0]["box"]) * 8, _xyxy(b[0]["box"]))[0, 0] > 0.8
+    eyes = np.linalg.norm(np.subtract(a[0]["landmarks"][0], a[0]["landmarks"][1])) * 8
+    assert np.linalg.norm(np.array(a[0]["landmarks"]) * 8 - np.array(b[0]["landmarks"]), axis=1).max() < 0.15 * eyes
+    verdict = client.post("/verify", files={"image1": ("a.png", small, "image/png"),
+                                            "image2": ("b.jpg", big, "image/jpeg")}).json()
+    assert verdict["verified"], verdict
+
+
+def test_a_small_face_in_a_large_photo_is_cropped_from_a_detailed_decode(client, people):
+    """A face small in a large photo (found in the decode shrunk for the detector) has its
+    landmarks and embedding read from a decode where it spans CROP_DETAIL x the crop input."""
+    analyzer = client.app.state.registry.faces(embedding=True)
+    small = _alone(people, 70, 150)
+    rgb = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"))
+    h, w = rgb.shape[:2]
+    canvas = np.full((h * 8, w * 8, 3), 128, np.uint8)
+    canvas[h:3 * h, w:3 * w] = cv2.resize(rgb, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+    big = _jpeg(canvas)
+    photo = run_steps(analyzer.photo_steps(big, 10**9))
+    assert photo.image.reduction < analyzer.detector.decode(big, 10**9).reduction   # decoded again
+    direct = analyzer.detect(np.asarray(Image.open(io.BytesIO(big)).convert("RGB")))
+    assert len(photo.faces) == len(direct) == 1
+    side = float(min(photo.faces[0].box[2] - photo.faces[0].box[0], photo.faces[0].box[3] - photo.faces[0].box[1]))
+    assert side / photo.image.reduction >= CROP_DETAIL * 64 > side / (2 * photo.image.reduction)
+    got = analyzer.embed_photo_steps(photo, photo.faces)
+    full = analyzer.embed(np.asarray(Image.open(io.BytesIO(big)).convert("RGB")), direct)
+    similarity = float(np.dot(run_steps(got)[0], full[0]))
+    print("similarity to the full decode's embedding", similarity)
+    assert similarity > 0.9
+
+
+@pytest.mark.parametrize("sides, most, expected", [
+    ([], 8, 8), ([2000], 8, 8), ([2000], 4, 4), ([600], 8, 4), ([300], 8, 2), ([255], 8, 1),
+    ([2000, 300], 8, 2), ([130], 1, 1)])
+def test_crop_reduction_keeps_every_face_detailed(client, sides, most, expected):
+    analyzer = client.app.state.registry.faces(embedding=True)
+    assert max(analyzer.landmarks.meta.input_size, analyzer.embedder.meta.input_size) * CROP_DETAIL == 128
+    boxes = np.array([[10, 10, 10 + s, 10 + s * 1.3] for s in sides], np.float32).reshape(-1, 4)
+    assert analyzer.crop_reduction(boxes, most) == expected

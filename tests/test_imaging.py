@@ -351,6 +351,25 @@ def test_large_jpeg_decodes_shrunk_never_below_what_fitting_needs(size, fit, red
     assert np.abs(shrunk.astype(int) - out.rgb.astype(int)).mean() < 2.0
 
 
+@pytest.mark.parametrize("size", [(2000, 1500), (2001, 1499)])
+@pytest.mark.parametrize("reduction", [1, 2, 4, 8])
+def test_a_jpeg_decodes_at_the_reduction_asked(size, reduction) -> None:
+    """Odd sizes too: Pillow's draft divides down, so asking for ceil(side / r) would reduce less."""
+    data, _ = _big_jpeg(*size)
+    out = decode_image(data, LIMIT, reduction=reduction)
+    assert out.reduction == reduction and (out.photo_width, out.photo_height) == size
+    assert (out.width, out.height) == (-(-size[0] // reduction), -(-size[1] // reduction))
+
+
+def test_a_reduction_is_one_of_the_dct_scales_and_never_beside_fit() -> None:
+    data, _ = _big_jpeg(2000, 1500)
+    for bad in ({"reduction": 3}, {"reduction": 0}, {"reduction": 2, "fit": 416}):
+        with pytest.raises(ValueError):
+            decode_image(data, LIMIT, **bad)
+    png = encode(Image.fromarray(np.zeros((1500, 2000, 3), np.uint8)), "PNG")
+    assert decode_image(png, LIMIT, reduction=4).reduction == 1      # only a JPEG shrinks in decoding
+
+
 def test_shrunk_decode_keeps_display_orientation_and_the_photos_size() -> None:
     data, _ = _big_jpeg(2000, 1500, orientation=6)        # viewers turn it upright: 1500 x 2000
     out = decode_image(data, LIMIT, fit=416)

@@ -12,7 +12,6 @@ from app.api.images import ImageFiles, read_images
 from app.errors import InvalidRequest
 from app.faces import Face, FaceAnalyzer
 from app.gallery import Gallery
-from app.imaging import decode_image
 from app.pipeline import Steps
 from app.schemas import (Box, ErrorResponse, FaceOut, FacesDetectBatchResponse, FacesDetectResponse, IdentifiedFace,
                          IdentifyResponse, IdentityOut, ImageSize, MatchOut, ModelRef, VerifyResponse)
@@ -36,23 +35,21 @@ def no_face(which: str) -> InvalidRequest:
 
 
 def _detect(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float) -> Steps[FacesDetectResponse]:
-    image = decode_image(data, max_pixels)
-    found = yield from faces.detect_steps(image.rgb, conf)
+    photo = yield from faces.photo_steps(data, max_pixels, conf)
     meta = faces.detector.meta
     return FacesDetectResponse(model=ModelRef(name=meta.name, version=meta.version),
-                               image=ImageSize(width=image.width, height=image.height),
-                               faces=[face_out(f) for f in found])
+                               image=ImageSize(width=photo.image.photo_width, height=photo.image.photo_height),
+                               faces=[face_out(f) for f in photo.faces])
 
 
 def largest_face(faces: FaceAnalyzer, data: bytes, max_pixels: int, conf: float, which: str
                  ) -> Steps[tuple[Face, np.ndarray]]:
     """The photo's largest face and its embedding; 422 ``no_face`` when there is none."""
-    image = decode_image(data, max_pixels)
-    found = yield from faces.detect_steps(image.rgb, conf)
-    if not found:
+    photo = yield from faces.photo_steps(data, max_pixels, conf)
+    if not photo.faces:
         raise no_face(which)
-    face = max(found, key=lambda f: f.area)
-    embeddings = yield from faces.embed_steps(image.rgb, [face])
+    face = max(photo.faces, key=lambda f: f.area)
+    embeddings = yield from faces.embed_photo_steps(photo, [face])
     return face, embeddings[0]
 
 
@@ -74,9 +71,9 @@ def _identify(faces: FaceAnalyzer, gallery: Gallery, data: bytes, max_pixels: in
     if threshold is None:
         assert faces.embedder is not None  # FacesEmbedDep guarantees it
         threshold = faces.embedder.identification_threshold(gallery.searchable_faces, fpir)
-    image = decode_image(data, max_pixels)
-    found = yield from faces.detect_steps(image.rgb, conf)
-    embeddings = yield from faces.embed_steps(image.rgb, found)
+    photo = yield from faces.photo_steps(data, max_pixels, conf)
+    found = photo.faces
+    embeddings = yield from faces.embed_photo_steps(photo, found)
     matches = gallery.search(embeddings, top_k) if found else []
     out = []
     for face, ranked in zip(found, matches):

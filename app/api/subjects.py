@@ -14,7 +14,6 @@ from app.api.faces import ERRORS, Conf, ImageFile, no_face
 from app.errors import InvalidRequest, NotFound
 from app.faces import FaceAnalyzer
 from app.gallery import FaceNotFound, Gallery, Subject, SubjectNotFound
-from app.imaging import decode_image
 from app.pipeline import Steps
 from app.schemas import Box, EnrolledFace, ErrorResponse, SubjectCreate, SubjectList, SubjectOut
 
@@ -37,14 +36,14 @@ def _subject(gallery: Gallery, subject_id: str) -> Subject:
 
 def _enroll(faces: FaceAnalyzer, gallery: Gallery, subject_id: str, data: bytes, max_pixels: int,
             conf: float) -> Steps[EnrolledFace]:
-    image = decode_image(data, max_pixels)
-    found = yield from faces.detect_steps(image.rgb, conf)
+    photo = yield from faces.photo_steps(data, max_pixels, conf)
+    found = photo.faces
     if not found:
         raise no_face("image")
     if len(found) > 1:
         raise InvalidRequest(f"{len(found)} faces found; enroll a photo holding exactly one face, or crop it",
                              code="multiple_faces")
-    embedding = (yield from faces.embed_steps(image.rgb, found))[0]
+    embedding = (yield from faces.embed_photo_steps(photo, found))[0]
     try:
         face = gallery.add_face(subject_id, embedding, hashlib.sha256(data).hexdigest(),
                                 tuple(float(v) for v in found[0].box))
