@@ -52,6 +52,7 @@ class Profile:
     runtime_clients: tuple[int, ...] = (1, 4, 16, 64)
     runtime_seconds: float = 20.0
     runtime_warmup_s: float = 3.0
+    runtime_rounds: int = 4       # turns per server and level (section 9's servers take turns)
     overload_factor: float = 2.0  # open-loop arrivals at this many times the batched throughput at 16 clients
     overload_seconds: float = 20.0
     soak_seconds: float = 600.0
@@ -63,7 +64,7 @@ QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_im
                 nms_runs=((1000, 2, 0), (10000, 1, 0)),
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
-                overload_seconds=1.0, soak_seconds=3.0)
+                runtime_rounds=2, overload_seconds=1.0, soak_seconds=3.0)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -118,7 +119,7 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
     r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
     r["runtime"] = bench_runtime(model.parent, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
-                                 p.overload_factor, p.overload_seconds, p.soak_seconds)
+                                 p.runtime_rounds, p.overload_factor, p.overload_seconds, p.soak_seconds)
     r["runtime_ratios"] = runtime_ratios(r["runtime"])
     r["load_average_end"] = load_average()
     r["elapsed_s"] = time.perf_counter() - t0

@@ -158,6 +158,13 @@ def segment_table(r: dict) -> Table:
                  ["format", "requests", "p50 ms", "p99 ms", "response kB (mean)", "response kB (max)"], rows, note)
 
 
+def _raw_turns(rt: dict) -> str:
+    """The raw bound's turns, e.g. ``batch 5: 137, 141, 129, 135 images/s``."""
+    turns, ips = rt["raw_turns"], [t["images_per_s"] for t in rt["raw_turns"]]
+    return (f"batch {', '.join(str(t['batch']) for t in turns)}: {', '.join(_f(x) for x in ips)} images/s, "
+            f"mean {_f(sum(ips) / len(ips))}")
+
+
 def _raw_ways(rt: dict) -> str:
     """Both raw figures per batch size, e.g. ``batch 8: 110 one run, 150 side by side``."""
     return "; ".join(f"batch {x['batch']}: {_f(x['one_run_images_per_s'])} one run, "
@@ -183,10 +190,14 @@ def runtime_tables(r: dict) -> list[Table]:
             f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; batched_one_run: "
             "INFERENCE_INSTANCES=1 (one run at a time, on all cores); all with a fixed concurrency limit "
             f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). Closed-loop clients, each on one kept-alive "
-            f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after "
-            f"{rt['warmup_s']:g} s warm-up; mean batch from /metrics (warm-up included); raw = the detector alone "
-            "in this process at that batch size, the faster of the server's runs side by side and one run on all "
-            f"cores ({_raw_ways(rt)}). Same machine, one run.")
+            f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after {rt['warmup_s']:g} s warm-up, "
+            + (f"in {rt['rounds']} turns each: the three servers ran at once and took turns in a rotating order, so "
+               "that the host's drift fell on all alike; " if rt.get("rounds", 1) > 1 else "")
+            + "mean batch from /metrics; raw = the detector alone in this process at that batch size, the faster of "
+            f"the server's runs side by side and one run on all cores ({_raw_ways(rt)})"
+            + (f"; at {rt['raw_turns_clients']} clients raw took a turn after each round, at the batch the batched "
+               f"server formed in it ({_raw_turns(rt)})" if rt.get("raw_turns") else "")
+            + ". Same machine, one run.")
     out = [Table("9. Serving runtime: dynamic batching against batching off and raw ONNX Runtime (`POST /detect`)",
                  ["server", "clients", "ok", "errors", "images/s", "p50 ms", "p99 ms", "mean batch",
                   "server CPU ms/image", "raw ORT images/s at that batch", "server / raw"], rows, note)]

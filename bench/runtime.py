@@ -5,10 +5,14 @@
   at each concurrency against the server as configured (dynamic batching), the same server with
   batching off (``SIGHTLINE_MAX_BATCH=1``), and the same server with one model run at a time on all
   cores (``SIGHTLINE_INFERENCE_INSTANCES=1``, the default before runs side by side): images/s, p50
-  and p99 latency, and the mean batch the batcher formed (from ``/metrics``);
+  and p99 latency, and the mean batch the batcher formed (from ``/metrics``). The three servers run
+  at once (the two not measured sit idle) and take turns, ``rounds`` short turns each per
+  concurrency in a rotating order, so that a shared host's drift (another tenant's load) falls on
+  all three alike instead of on whichever was measured during it;
 - the raw ONNX Runtime upper bound: the detector alone on preprocessed tensors, at the batch sizes
   the batcher formed, in this process, the faster of the server's thread plan and one run at a time
-  on all cores;
+  on all cores; at the concurrency the targets are read at, it takes a turn in every round too, at
+  the batch the batched server formed in that round;
 - overload: open-loop arrivals at ``overload_factor`` x the batched server's throughput at 16
   clients; the latency of the requests admitted against the unloaded p99 (one client), and how fast
   the rest are refused; once with the fixed concurrency limit the levels ran with, once with the
@@ -22,7 +26,8 @@ import asyncio
 import math
 import time
 from collections import Counter
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -71,24 +76,58 @@ def _summary(results: list[Result], wall: float) -> dict:
             "images_per_s": len(ok) / wall, "latency": summarize_ms(ok)}
 
 
-def measure_levels(server: Server, jpegs: list[bytes], clients: tuple[int, ...], seconds: float,
-                   warmup_s: float) -> list[dict]:
-    """Closed loop at each concurrency (``bench.rawhttp``), with the batcher's mean batch from /metrics."""
-    host, port, requests = _requests(server, jpegs)
-    levels = []
-    for c in clients:
-        if warmup_s > 0:
-            asyncio.run(closed_loop(host, port, requests, c, warmup_s))
+@dataclass
+class _Turns:
+    """One server's closed-loop turns at one concurrency, added up."""
+
+    results: list[Result] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: float = 0.0
+    rows: float = 0.0
+    runs: float = 0.0
+
+    def take(self, server: Server, request: tuple[str, int, list[bytes]], clients: int, seconds: float) -> float:
+        """One turn; returns the mean batch the batcher formed in it."""
+        host, port, requests = request
         rows0, runs0 = batch_totals(server)
         cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
-        results = asyncio.run(closed_loop(host, port, requests, c, seconds))
-        wall = time.perf_counter() - t0
-        level = {"clients": c, **_summary(results, wall),
-                 "server_cpu_cores": (process_cpu_seconds(server.pid) - cpu0) / wall}
+        self.results += asyncio.run(closed_loop(host, port, requests, clients, seconds))
+        self.wall += time.perf_counter() - t0
+        self.cpu += process_cpu_seconds(server.pid) - cpu0
         rows1, runs1 = batch_totals(server)
-        level["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 0.0
-        levels.append(level)
-    return levels
+        self.rows, self.runs = self.rows + rows1 - rows0, self.runs + runs1 - runs0
+        return (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 1.0
+
+    def level(self, clients: int) -> dict:
+        return {"clients": clients, **_summary(self.results, self.wall), "server_cpu_cores": self.cpu / self.wall,
+                "mean_batch": self.rows / self.runs if self.runs else 0.0}
+
+
+def measure_levels(servers: dict[str, Server], jpegs: list[bytes], clients: tuple[int, ...], seconds: float,
+                   warmup_s: float, rounds: int, raw: RawBound | None = None, raw_clients: int | None = None
+                   ) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Closed loop at each concurrency against every server, ``seconds`` each in ``rounds`` turns
+    whose order rotates, with the batcher's mean batch from /metrics. At ``raw_clients``, ``raw``
+    takes a turn after every round, at the batch the first server formed in it; those turns are
+    returned too."""
+    names = list(servers)
+    requests = {m: _requests(servers[m], jpegs) for m in names}
+    levels: dict[str, list[dict]] = {m: [] for m in names}
+    raw_turns: list[dict] = []
+    for c in clients:
+        for m in names:
+            if warmup_s > 0:
+                host, port, reqs = requests[m]
+                asyncio.run(closed_loop(host, port, reqs, c, warmup_s))
+        turns = {m: _Turns() for m in names}
+        for k in range(rounds):
+            batches = {m: turns[m].take(servers[m], requests[m], c, seconds / rounds)
+                       for m in names[k % len(names):] + names[:k % len(names)]}
+            if raw is not None and c == raw_clients:
+                raw_turns.append(raw.at(max(1, math.ceil(batches[names[0]])), 1 / rounds))
+        for m in names:
+            levels[m].append(turns[m].level(c))
+    return levels, raw_turns
 
 
 def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) -> dict:
@@ -131,57 +170,66 @@ def soak(server: Server, jpegs: list[bytes], clients: int, seconds: float) -> di
             "rss_mb_per_min_second_half": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
 
 
+MODES = {"batched": FIXED_LIMIT, "unbatched": {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"},
+         "batched_one_run": {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"}}
+
+
 def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
-                  overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
+                  rounds: int, overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
     t0 = time.perf_counter()
-    modes = {}
-    for mode, env in (("batched", FIXED_LIMIT), ("unbatched", {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"}),
-                      ("batched_one_run", {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"})):
-        with uvicorn_server(models_dir, settings=env) as server:
-            modes[mode] = {"levels": measure_levels(server, jpegs, clients, seconds, warmup_s)}
-            if mode == "batched":
-                top = next(x for x in modes[mode]["levels"] if x["clients"] == 16) \
-                    if 16 in clients else modes[mode]["levels"][-1]
-                rate = overload_factor * top["images_per_s"]
-                modes[mode]["overload"] = overload(server, jpegs, rate, overload_seconds)
-                modes[mode]["soak"] = soak(server, jpegs, 16, soak_seconds) if soak_seconds > 0 else None
+    settings = Settings()
+    raw = RawBound(models_dir / "detector.onnx", settings, jpegs)
+    target_clients = 16 if 16 in clients else clients[-1]
+    with ExitStack() as stack:
+        servers = {m: stack.enter_context(uvicorn_server(models_dir, settings=env)) for m, env in MODES.items()}
+        levels, raw_turns = measure_levels(servers, jpegs, clients, seconds, warmup_s, rounds, raw, target_clients)
+        modes: dict[str, dict] = {m: {"levels": levels[m]} for m in servers}
+        top = next(x for x in levels["batched"] if x["clients"] == target_clients)
+        rate = overload_factor * top["images_per_s"]
+        modes["batched"]["overload"] = overload(servers["batched"], jpegs, rate, overload_seconds)
+        modes["batched"]["soak"] = soak(servers["batched"], jpegs, 16, soak_seconds) if soak_seconds > 0 else None
     with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
         host, port, requests = _requests(server, jpegs)
         alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))   # it learns them
         modes["batched"]["overload_adaptive"] = {**overload(server, jpegs, rate, overload_seconds),
                                                  "unloaded_latency": summarize_ms([r.seconds for r in alone
                                                                                    if r.status == 200])}
-    settings = Settings()
-    sizes = sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in modes["batched"]["levels"])})
-    raw = bench_raw_bound(models_dir / "detector.onnx", settings, jpegs, sizes)
+    others = [x for x in modes["batched"]["levels"] if x["clients"] != target_clients]
+    after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:
-        level["raw_images_per_s_at_mean_batch"] = raw[max(1, math.ceil(level["mean_batch"]))]["images_per_s"]
+        level["raw_images_per_s_at_mean_batch"] = (
+            float(np.mean([t["images_per_s"] for t in raw_turns])) if level["clients"] == target_clients and raw_turns
+            else after[max(1, math.ceil(level["mean_batch"]))]["images_per_s"])
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                          "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
                          "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance,
                          "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
-            "seconds": seconds, "warmup_s": warmup_s, **modes, "raw": list(raw.values()),
-            "elapsed_s": time.perf_counter() - t0}
+            "seconds": seconds, "warmup_s": warmup_s, "rounds": rounds, **modes, "raw": list(after.values()),
+            "raw_turns": raw_turns, "raw_turns_clients": target_clients, "elapsed_s": time.perf_counter() - t0}
 
 
-def bench_raw_bound(model: Path, settings: Settings, jpegs: list[bytes], sizes: list[int]) -> dict[int, dict]:
-    """The detector alone on preprocessed tensors at each batch size, in the two ways the cores can
-    run it: the server's thread plan (its instances side by side, each on its intra-op threads) and
-    one run at a time on all cores; the upper bound is the faster of the two."""
-    plan = thread_plan(settings)
-    side = ObjectDetector.load(model, settings)
-    whole = ObjectDetector.load(model, settings.model_copy(update={"inference_instances": 1, "intra_op_threads": 0}))
-    tensors = [side.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
-    raw = {}
-    for b in sizes:
-        calls = max(20, 400 // b)
-        one = bench_raw(whole, tensors, b, calls, 3)
-        both = bench_raw_side_by_side(side, tensors, b, plan.instances, max(10, calls // plan.instances), 2)
-        raw[b] = {"batch": b, "one_run_images_per_s": one["images_per_s"],
-                  "side_by_side_images_per_s": both["images_per_s"], "runs_side_by_side": plan.instances,
-                  "side_by_side_cpu_ms_per_image": both["cpu_ms_per_image"],
-                  "images_per_s": max(one["images_per_s"], both["images_per_s"])}
-    return raw
+class RawBound:
+    """The detector alone on preprocessed tensors, in this process, in the two ways the cores can run
+    it: the server's thread plan (its instances side by side, each on its intra-op threads) and one
+    run at a time on all cores; the upper bound is the faster of the two."""
+
+    def __init__(self, model: Path, settings: Settings, jpegs: list[bytes]) -> None:
+        self.plan = thread_plan(settings)
+        self.side = ObjectDetector.load(model, settings)
+        self.whole = ObjectDetector.load(model, settings.model_copy(update={"inference_instances": 1,
+                                                                             "intra_op_threads": 0}))
+        self.tensors = [self.side.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
+
+    def at(self, batch: int, share: float = 1.0) -> dict:
+        """Both ways at ``batch``, on ``share`` of the full number of calls (a turn among others)."""
+        calls = max(20, round(400 * share) // batch)
+        one = bench_raw(self.whole, self.tensors, batch, calls, 3)
+        both = bench_raw_side_by_side(self.side, self.tensors, batch, self.plan.instances,
+                                      max(10, calls // self.plan.instances), 2)
+        return {"batch": batch, "one_run_images_per_s": one["images_per_s"],
+                "side_by_side_images_per_s": both["images_per_s"], "runs_side_by_side": self.plan.instances,
+                "side_by_side_cpu_ms_per_image": both["cpu_ms_per_image"],
+                "images_per_s": max(one["images_per_s"], both["images_per_s"])}
 
 
 def runtime_ratios(r: dict) -> dict:
