@@ -115,7 +115,7 @@ def decode_image(data: bytes, max_pixels: int, fit: int | None = None, reduction
     width x height exceeds ``max_pixels``, checked before any pixel is decoded.
     """
     if reduction not in REDUCTIONS or (fit is not None and reduction != 1):
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, and not given with fit, not {reduction}")
+        raise ValueError(f"reduction {reduction}: must be one of {REDUCTIONS}, and 1 when fit is given")
     if not data:
         raise InvalidImage(
             "the upload is empty; send the image bytes in the multipart field 'image'")
@@ -129,13 +129,13 @@ def decode_image(data: bytes, max_pixels: int, fit: int | None = None, reduction
             # draft picks the largest scale with stored // asked >= scale: floor, so odd sizes still reduce
             img.draft(img.mode, (max(1, stored[0] // reduction), max(1, stored[1] // reduction)))
         _load(img)
-        reduction = _reduction(stored[0], img.size[0])
+        shrunk_by = _reduction(stored[0], img.size[0])
         orientation = _exif_orientation(img)
         rgb = pil_to_rgb(_display_oriented(img, orientation))
     rgb.flags.writeable = False
     height, width = rgb.shape[:2]
     photo_w, photo_h = stored[::-1] if orientation in _QUARTER_TURNS else stored
-    return DecodedImage(rgb=rgb, format=fmt, width=width, height=height, reduction=reduction,
+    return DecodedImage(rgb=rgb, format=fmt, width=width, height=height, reduction=shrunk_by,
                         photo_width=photo_w, photo_height=photo_h)
 
 

@@ -3,10 +3,9 @@ serving the bundled models, with synthetic people the models never saw (their ow
 
 from __future__ import annotations
 
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-import io
 
 import httpx
 import numpy as np

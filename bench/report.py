@@ -143,8 +143,9 @@ def faces_table(r: dict) -> Table:
     note = (f"{f['identities']} synthetic people never trained on, {f['photos_per_identity']} JPEGs each (160 to 400 px "
             f"a side); one enrolled per person, so /identify searches a gallery of {f['identities']}; /verify sends "
             "two photos and runs the face pipeline on both. Same uvicorn server as section 3."
-            + (f" The 12 MP row: two photos of one person, each enlarged to 4032x3024 ({phone['jpeg_bytes'] / 1e6:.1f} MB "
-               f"JPEG), {phone['verified']} of {phone['ok']} pairs verified; requests/s is 1000 / p50." if phone else ""))
+            + (f" The 12 MP row: two photos of one person, each enlarged to 4032x3024 "
+               f"({phone['jpeg_bytes'] / 1e6:.1f} MB JPEG), {phone['verified']} of {phone['ok']} pairs verified; "
+               "requests/s is 1000 / p50." if phone else ""))
     return Table("7. Faces over HTTP", ["request", "clients", "ok", "p50 ms", "p99 ms", "requests/s"], rows, note)
 
 
