@@ -163,3 +163,24 @@ def test_crop_reduction_keeps_every_face_detailed(client, sides, most, expected)
     assert max(analyzer.landmarks.meta.input_size, analyzer.embedder.meta.input_size) * CROP_DETAIL == 128
     boxes = np.array([[10, 10, 10 + s, 10 + s * 1.3] for s in sides], np.float32).reshape(-1, 4)
     assert analyzer.crop_reduction(boxes, most) == expected
+
+
+def test_a_large_photo_stored_sideways_answers_in_display_pixels(client, people):
+    """EXIF orientation 6 (stored turned a quarter, shown upright): the shrunk decode's faces and
+    landmarks are where a viewer sees them, as for the small upright photo times 8."""
+    small = _alone(people, 60, 1000)
+    rgb = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"))
+    upright = cv2.resize(rgb, (rgb.shape[1] * 8, rgb.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))    # a viewer turns it back clockwise
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    body = client.post("/faces/detect", files={"image": ("side.jpg", buf.getvalue(), "image/jpeg")}).json()
+    assert body["image"] == {"width": upright.shape[1], "height": upright.shape[0]}
+    a = client.post("/faces/detect", files=_files(image=small)).json()["faces"]
+    assert len(a) == len(body["faces"]) == 1
+    assert box_iou(_xyxy(a[0]["box"]) * 8, _xyxy(body["faces"][0]["box"]))[0, 0] > 0.8
+    eyes = np.linalg.norm(np.subtract(a[0]["landmarks"][0], a[0]["landmarks"][1])) * 8
+    moved = np.linalg.norm(np.array(a[0]["landmarks"]) * 8 - np.array(body["faces"][0]["landmarks"]), axis=1)
+    assert moved.max() < 0.15 * eyes
