@@ -170,6 +170,11 @@ def soak(server: Server, jpegs: list[bytes], clients: int, seconds: float) -> di
             "rss_mb_per_min_second_half": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
 
 
+def target_clients(clients: tuple[int, ...]) -> int:
+    """The concurrency the targets are read at: 16 clients, or the top level when 16 is not run."""
+    return 16 if 16 in clients else clients[-1]
+
+
 MODES = {"batched": FIXED_LIMIT, "unbatched": {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"},
          "batched_one_run": {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"}}
 
@@ -179,12 +184,12 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
     t0 = time.perf_counter()
     settings = Settings()
     raw = RawBound(models_dir / "detector.onnx", settings, jpegs)
-    target_clients = 16 if 16 in clients else clients[-1]
+    target = target_clients(clients)
     with ExitStack() as stack:
         servers = {m: stack.enter_context(uvicorn_server(models_dir, settings=env)) for m, env in MODES.items()}
-        levels, raw_turns = measure_levels(servers, jpegs, clients, seconds, warmup_s, rounds, raw, target_clients)
+        levels, raw_turns = measure_levels(servers, jpegs, clients, seconds, warmup_s, rounds, raw, target)
         modes: dict[str, dict] = {m: {"levels": levels[m]} for m in servers}
-        top = next(x for x in levels["batched"] if x["clients"] == target_clients)
+        top = next(x for x in levels["batched"] if x["clients"] == target)
         rate = overload_factor * top["images_per_s"]
         modes["batched"]["overload"] = overload(servers["batched"], jpegs, rate, overload_seconds)
         modes["batched"]["soak"] = soak(servers["batched"], jpegs, 16, soak_seconds) if soak_seconds > 0 else None
@@ -194,18 +199,18 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
         modes["batched"]["overload_adaptive"] = {**overload(server, jpegs, rate, overload_seconds),
                                                  "unloaded_latency": summarize_ms([r.seconds for r in alone
                                                                                    if r.status == 200])}
-    others = [x for x in modes["batched"]["levels"] if x["clients"] != target_clients]
+    others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:
         level["raw_images_per_s_at_mean_batch"] = (
-            float(np.mean([t["images_per_s"] for t in raw_turns])) if level["clients"] == target_clients and raw_turns
+            float(np.mean([t["images_per_s"] for t in raw_turns])) if level["clients"] == target and raw_turns
             else after[max(1, math.ceil(level["mean_batch"]))]["images_per_s"])
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                          "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
                          "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance,
                          "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
             "seconds": seconds, "warmup_s": warmup_s, "rounds": rounds, **modes, "raw": list(after.values()),
-            "raw_turns": raw_turns, "raw_turns_clients": target_clients, "elapsed_s": time.perf_counter() - t0}
+            "raw_turns": raw_turns, "raw_turns_clients": target, "elapsed_s": time.perf_counter() - t0}
 
 
 class RawBound:
@@ -236,7 +241,8 @@ def runtime_ratios(r: dict) -> dict:
     """At 16 clients (or the top level): batched against raw ONNX Runtime, against unbatched, and
     against one model run at a time."""
     def at(levels: list[dict]) -> dict:
-        return next((x for x in levels if x["clients"] == 16), levels[-1])
+        c = target_clients(tuple(x["clients"] for x in levels))
+        return next(x for x in levels if x["clients"] == c)
 
     b, u = at(r["batched"]["levels"]), at(r["unbatched"]["levels"])
     out = {"clients": b["clients"], "batched_over_raw": b["images_per_s"] / b["raw_images_per_s_at_mean_batch"],
