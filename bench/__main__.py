@@ -65,6 +65,11 @@ QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_im
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
                 runtime_rounds=2, overload_seconds=1.0, soak_seconds=3.0)
+# every section at every level, in a few minutes: for a machine lent for a short while (a GPU)
+BRIEF = Profile("brief", raw_calls=((1, 300, 20), (8, 100, 10), (16, 100, 10)), pipeline_images=100,
+                large_photo_runs=5, http_seconds=8.0, http_warmup_s=2.0, gallery_runs=GALLERY_QUICK_RUNS,
+                face_identities=20, segment_requests=20, runtime_seconds=8.0, runtime_warmup_s=2.0,
+                runtime_rounds=2, overload_seconds=10.0, soak_seconds=60.0)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -77,11 +82,14 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
     """Sections 1 and 2, with the detector loaded here and dropped afterwards."""
     detector = ObjectDetector.load(model, settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
-    out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model),
-           "raw": [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls],
+    raw = [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls]
+    out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model), "raw": raw,
            "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels),
            "large_photo": bench_large_photo(detector, make_phone_jpeg(0), PHONE, p.large_photo_runs,
                                             settings.max_pixels)}
+    if detector.runner.io_binding:       # on CUDA: the same calls with ONNX Runtime's own input copies
+        detector.runner.io_binding = False
+        out["raw_no_io_binding"] = [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls]
     del detector
     gc.collect()
     return out
@@ -128,7 +136,10 @@ def run(model: Path, p: Profile, seed: int) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="tiny iteration counts, 1 and 2 clients (seconds)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="tiny iteration counts, 1 and 2 clients (seconds)")
+    size.add_argument("--brief", action="store_true",
+                      help="every section and level, shorter (a few minutes; for a GPU lent for a while)")
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx",
                     help="detector to measure; the HTTP server serves this file's folder")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="JSON figures")
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"no detector at {args.model}; run `make models` or pass --model", file=sys.stderr)
         return 2
-    profile = QUICK if args.quick else DEFAULT
+    profile = QUICK if args.quick else BRIEF if args.brief else DEFAULT
     if args.soak_seconds is not None:
         profile = replace(profile, soak_seconds=args.soak_seconds)
     results = run(args.model.resolve(), profile, args.seed)

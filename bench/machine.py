@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,8 +39,21 @@ def describe_model(path: Path) -> dict:
     return {"path": str(path), "bytes": len(data), "sha256_12": hashlib.sha256(data).hexdigest()[:12]}
 
 
+def gpu_model() -> str | None:
+    """The first GPU's name and driver from ``nvidia-smi``, or None where there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
 def describe_machine(provider: str) -> dict:
     return {
+        "gpu": gpu_model(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": usable_cores(),

@@ -22,6 +22,7 @@ def header_lines(r: dict) -> list[str]:
     return [
         f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable); load average "
         f"{' '.join(map(str, m['load_average_start']))} at start, {' '.join(map(str, r['load_average_end']))} at end",
+        *([f"GPU: {m['gpu']}"] if m.get("gpu") else []),
         f"Python {m['python']}, onnxruntime {m['onnxruntime']} on {m['execution_provider']} "
         f"(server: {r['http'].get('provider', 'n/a')}), numpy {m['numpy']}, OpenCV {m['opencv']}",
         f"Model: {model['name']} {model['version']}, input {model['input_size']}x{model['input_size']}, "
@@ -32,12 +33,17 @@ def header_lines(r: dict) -> list[str]:
 
 
 def raw_table(r: dict) -> Table:
-    rows = [[str(x["batch"]), str(x["n"]), _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
-            for x in r["raw"]]
+    binding = "raw_no_io_binding" in r      # on CUDA: with and without the inputs kept on the device
+    rows = [[str(x["batch"]), *(["yes" if bound else "no"] if binding else []), str(x["n"]),
+             _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
+            for bound, key in ((True, "raw"), (False, "raw_no_io_binding")) for x in r.get(key, [])]
     return Table("1. Raw ONNX Runtime (`detector.run` on preprocessed tensors)",
-                 ["batch", "calls", "median ms/batch", "p90 ms/batch", "images/s"], rows,
+                 ["batch", *(["IO binding"] if binding else []), "calls", "median ms/batch", "p90 ms/batch",
+                  "images/s"], rows,
                  "one run at a time on all cores (SIGHTLINE_INFERENCE_INSTANCES=1), as in section 2; section 9 "
-                 "also measures runs side by side, as the server makes them")
+                 "also measures runs side by side, as the server makes them"
+                 + ("; IO binding: the input copied into a tensor kept on the GPU between runs (the server's way) "
+                    "or handed to ONNX Runtime as a numpy array each call" if binding else ""))
 
 
 def pipeline_table(r: dict) -> Table:
@@ -177,8 +183,9 @@ def _raw_ways(rt: dict) -> str:
 def runtime_tables(r: dict) -> list[Table]:
     rt = r["runtime"]
     rows = []
-    for mode in ("batched", "unbatched", "batched_one_run"):
-        for x in rt.get(mode, {}).get("levels", []):
+    modes = [m for m in ("batched", "unbatched", "batched_one_run") if m in rt]
+    for mode in modes:
+        for x in rt[mode]["levels"]:
             errors = sum(x["errors"].values())
             raw = x.get("raw_images_per_s_at_mean_batch")
             cpu_ms = x["server_cpu_cores"] * 1000 / x["images_per_s"] if x["images_per_s"] else 0.0
@@ -188,11 +195,13 @@ def runtime_tables(r: dict) -> list[Table]:
     s = rt["settings"]
     note = (f"batched: SIGHTLINE_MAX_BATCH={s['max_batch']}, MAX_DELAY_MS={s['max_delay_ms']:g}, "
             f"MAX_QUEUE={s['max_queue']}, {s.get('instances', 1)} run(s) of the model side by side on "
-            f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; batched_one_run: "
-            "INFERENCE_INSTANCES=1 (one run at a time, on all cores); all with a fixed concurrency limit "
+            f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; "
+            + ("batched_one_run: INFERENCE_INSTANCES=1 (one run at a time, on all cores); "
+               if "batched_one_run" in modes else "")
+            + "all with a fixed concurrency limit "
             f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). Closed-loop clients, each on one kept-alive "
             f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after {rt['warmup_s']:g} s warm-up, "
-            + (f"in {rt['rounds']} turns each: the three servers ran at once and took turns in a rotating order, so "
+            + (f"in {rt['rounds']} turns each: the {len(modes)} servers ran at once and took turns in a rotating order, so "
                "that the host's drift fell on all alike; " if rt.get("rounds", 1) > 1 else "")
             + "mean batch from /metrics; raw = the detector alone in this process at that batch size, the faster of "
             f"the server's runs side by side and one run on all cores ({_raw_ways(rt)})"

@@ -151,10 +151,14 @@ def test_a_run_beside_another_takes_the_single_threaded_session():
 def test_the_server_loads_lone_sessions_only_when_the_plan_has_them(tmp_path):
     from app.registry import ModelRegistry, load_models
 
-    for lone, want in ((0, 2), (1, 0)):
+    for lone in (0, 1):             # 0: every core (as many as this machine has), 1: no more than a run's one
+        settings = Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", inference_instances=2,
+                            lone_run_threads=lone)
+        plan = thread_plan(settings)
+        want = plan.lone if plan.lone_session else 0
+        assert want == (available_cores() if lone == 0 and available_cores() > 1 else 0)
         registry = ModelRegistry()
-        load_models(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", inference_instances=2,
-                             lone_run_threads=lone), registry)
+        load_models(settings, registry)
         models = registry.describe()
         assert models and all(m.runner.lone_threads == want for m in models)
         assert all((m.runner.lone is None) == (want == 0) for m in models)
