@@ -74,7 +74,9 @@ class ObjectDetector:
     @classmethod
     def load(cls, path: Path, settings: Settings) -> ObjectDetector:
         session = create_session(path, settings)
-        return cls.from_session(session, read_metadata(session), path)
+        det = cls.from_session(session, read_metadata(session), path)
+        det.runner.io_binding = settings.io_binding and det.runner.device == "cuda"
+        return det
 
     @classmethod
     def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path) -> ObjectDetector:

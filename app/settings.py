@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1, description="decoded width x height limit (413 above)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when it really initialises, else CPU; cuda: fail if CUDA is unusable")
+    cuda_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field("HEURISTIC", description=(
+        "how cuDNN picks each convolution's algorithm on CUDA: HEURISTIC asks its heuristics (at once); "
+        "EXHAUSTIVE times every algorithm, once per new input shape (1.3-2.2 s for the detector at each "
+        "batch size on an H200); DEFAULT takes one fixed algorithm"))
+    io_binding: bool = Field(False, description=(
+        "on CUDA, copy each batch into input buffers kept on the GPU between runs (ONNX Runtime IO "
+        "binding) instead of handing ONNX Runtime numpy arrays; off: it measured slower for the detector "
+        "on an H200 (README: Serving runtime)"))
+    warmup: Literal["auto", "on", "off"] = Field("auto", description=(
+        "run every model once at each batch size from 1 to max_batch before /readyz turns ready; auto: "
+        "on CUDA, whose first run at each new shape is slow"))
     identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))

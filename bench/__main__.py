@@ -82,14 +82,16 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
     """Sections 1 and 2, with the detector loaded here and dropped afterwards."""
     detector = ObjectDetector.load(model, settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
-    raw = [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls]
+    raw = [{**bench_raw(detector, tensors, b, calls, warm), "io_binding": detector.runner.io_binding}
+           for b, calls, warm in p.raw_calls]
     out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model), "raw": raw,
            "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels),
            "large_photo": bench_large_photo(detector, make_phone_jpeg(0), PHONE, p.large_photo_runs,
                                             settings.max_pixels)}
-    if detector.runner.io_binding:       # on CUDA: the same calls with ONNX Runtime's own input copies
-        detector.runner.io_binding = False
-        out["raw_no_io_binding"] = [bench_raw(detector, tensors, b, calls, warm) for b, calls, warm in p.raw_calls]
+    if detector.runner.device == "cuda":   # the same calls with IO binding the other way (SIGHTLINE_IO_BINDING)
+        detector.runner.io_binding = not detector.runner.io_binding
+        out["raw_other_binding"] = [{**bench_raw(detector, tensors, b, calls, warm),
+                                     "io_binding": detector.runner.io_binding} for b, calls, warm in p.raw_calls]
     del detector
     gc.collect()
     return out
@@ -117,15 +119,23 @@ def _ratios(r: dict) -> dict:
 
 def run(model: Path, p: Profile, seed: int) -> dict:
     t0 = time.perf_counter()
+
+    def step(what: str) -> None:        # progress on stderr: the report itself comes at the end
+        print(f"[{time.perf_counter() - t0:5.0f} s] {what}", file=sys.stderr, flush=True)
+
     jpegs, source = make_jpegs(p.images, seed)
     r = {"profile": p.name, "config": asdict(p), "seed": seed,
          "images": {"count": len(jpegs), "size": f"{WIDTH}x{HEIGHT}", "quality": QUALITY, "source": source,
                     "bytes_mean": sum(map(len, jpegs)) / len(jpegs)}}
+    step("1-2: raw ONNX Runtime and the in-process pipeline")
     r.update(_in_process(model, jpegs, p, Settings(inference_instances=1)))   # one run at a time, all cores
+    step("3, 7, 8: HTTP /detect, faces, segmentation")
     r["http"] = _http(model, jpegs, p)
     r["ratios"] = _ratios(r)
+    step("5-6: NMS, face-gallery search")
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
     r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
+    step(f"9-10: serving runtime, {len(p.runtime_clients)} levels, overload, {p.soak_seconds:g} s soak")
     r["runtime"] = bench_runtime(model.parent, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
                                  p.runtime_rounds, p.overload_factor, p.overload_seconds, p.soak_seconds)
     r["runtime_ratios"] = runtime_ratios(r["runtime"])

@@ -33,17 +33,18 @@ def header_lines(r: dict) -> list[str]:
 
 
 def raw_table(r: dict) -> Table:
-    binding = "raw_no_io_binding" in r      # on CUDA: with and without the inputs kept on the device
-    rows = [[str(x["batch"]), *(["yes" if bound else "no"] if binding else []), str(x["n"]),
+    binding = "raw_other_binding" in r      # on CUDA: with and without the inputs kept on the device
+    rows = [[str(x["batch"]), *(["yes" if x["io_binding"] else "no"] if binding else []), str(x["n"]),
              _f(x["median_ms"], 2), _f(x["p90_ms"], 2), _f(x["images_per_s"])]
-            for bound, key in ((True, "raw"), (False, "raw_no_io_binding")) for x in r.get(key, [])]
+            for key in ("raw", "raw_other_binding") for x in r.get(key, [])]
     return Table("1. Raw ONNX Runtime (`detector.run` on preprocessed tensors)",
                  ["batch", *(["IO binding"] if binding else []), "calls", "median ms/batch", "p90 ms/batch",
                   "images/s"], rows,
                  "one run at a time on all cores (SIGHTLINE_INFERENCE_INSTANCES=1), as in section 2; section 9 "
                  "also measures runs side by side, as the server makes them"
-                 + ("; IO binding: the input copied into a tensor kept on the GPU between runs (the server's way) "
-                    "or handed to ONNX Runtime as a numpy array each call" if binding else ""))
+                 + ("; IO binding (SIGHTLINE_IO_BINDING): each batch copied into an input tensor kept on the GPU "
+                    "between runs, or (no) handed to ONNX Runtime as a numpy array; the first rows as the server "
+                    "runs" if binding else ""))
 
 
 def pipeline_table(r: dict) -> Table:

@@ -55,7 +55,7 @@ def test_health_ready_models(client):
     models = client.get("/models").json()["models"]
     det = next(m for m in models if m["task"] == "detection")
     assert det["execution_provider"] in {"CPUExecutionProvider", "CUDAExecutionProvider"}
-    assert all(m["io_binding"] == (m["execution_provider"] == "CUDAExecutionProvider") for m in models)
+    assert not any(m["io_binding"] for m in models)          # off unless SIGHTLINE_IO_BINDING, and CUDA only
     plan = thread_plan(Settings())
     assert all(m["lone_run_threads"] == (plan.lone if plan.lone_session and m["execution_provider"] ==
                                          "CPUExecutionProvider" else 0) for m in models)

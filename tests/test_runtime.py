@@ -1,5 +1,6 @@
 """How the cores are shared out between model runs, ONNX Runtime threads and the worker pool; how a
-session is run (plainly, or through IO binding as on CUDA)."""
+session is run (plainly, or through IO binding as SIGHTLINE_IO_BINDING asks on CUDA); the CUDA
+provider's options; the warm-up before ready."""
 
 import os
 import time
@@ -9,7 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.runtime import SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session, thread_plan
+from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session, providers,
+                         thread_plan)
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -55,7 +57,7 @@ def test_the_session_gets_the_plans_thread_count(monkeypatch):
 
 
 def test_io_binding_runs_agree_with_plain_runs():
-    """The IO-binding path (on CUDA by default) exercised on the CPU: every batch shape, more shapes
+    """The IO-binding path (SIGHTLINE_IO_BINDING on CUDA) exercised on the CPU: every batch shape, more shapes
     than buffers kept, from several threads at once, gives what ``session.run`` gives, and the
     caller's batch is left as it was."""
     session = create_session(BUNDLED_MODELS / "landmarks.onnx", Settings(device="cpu"))
@@ -173,3 +175,42 @@ def test_every_session_allocates_from_the_one_shared_cpu_arena():
     size = sessions[1].get_inputs()[0].shape[2]
     out = SessionRunner(sessions[1]).run(np.zeros((2, 3, size, size), np.float32))
     assert out.shape[0] == 2 and np.isfinite(out).all()
+
+
+def test_the_cuda_provider_is_asked_for_with_the_cudnn_search_setting(monkeypatch):
+    monkeypatch.setattr("app.runtime._cuda_usable", lambda device: device != "cpu")
+    assert providers(Settings()) == [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
+    assert providers(Settings(cuda_conv_algo_search="EXHAUSTIVE"))[0] == (CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    assert providers(Settings(device="cpu")) == [CPU]
+
+
+def _batch_sizes_run(monkeypatch) -> dict[int, list[int]]:
+    """Each session's batch sizes run through ``SessionRunner.run`` from now on, by ``id(session)``."""
+    seen: dict[int, list[int]] = {}
+    real = SessionRunner.run
+
+    def spy(self, batch):
+        seen.setdefault(id(self.session), []).append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(SessionRunner, "run", spy)
+    return seen
+
+
+@pytest.mark.parametrize("warmup,warmed", [("on", True), ("auto", False), ("off", False)])
+def test_warm_up_runs_every_model_at_every_batch_size_before_ready(tmp_path, monkeypatch, warmup, warmed):
+    """On: each model runs once at batch sizes 1..max_batch while loading (before /readyz turns 200);
+    auto: only where a model is on CUDA (not here); off: never. IO binding stays off on the CPU
+    even when asked for."""
+    from app.registry import ModelRegistry, load_models
+
+    seen = _batch_sizes_run(monkeypatch)
+    registry = ModelRegistry()
+    load_models(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", warmup=warmup, max_batch=3,
+                         io_binding=True), registry)
+    models = registry.describe()
+    assert len(models) == 5 and not any(m.runner.io_binding for m in models)
+    for m in models:
+        sizes = seen.get(id(m.session), [])
+        assert (sizes[-3:] == [1, 2, 3]) == warmed, (m.path.name, sizes)
+        assert len(sizes) <= (4 if warmed else 1)      # the detectors' own layout check runs batch 1 once

@@ -1,0 +1,87 @@
+"""``python -m bench.runtime_brief SECONDS OUT.json``: the serving runtime's figures in a few minutes,
+for a machine lent for a short while (a GPU): a fresh session's first run at each batch size, raw
+ONNX Runtime with and without IO binding, the batched and the unbatched server at 1, 4, 16 and 64
+clients (section 9's code, one turn each), and an overload at twice the batched server's 16-client
+rate. The figures are written to OUT after every step, and the run stops taking new steps near the
+deadline, so a run cut short still leaves what it measured. Run it with the environment the server
+should see (``SIGHTLINE_DEVICE=cuda``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from app.settings import Settings
+from bench.images import make_jpegs
+from bench.inference import bench_raw, make_batch
+from bench.machine import describe_machine
+from bench.runtime import MODES, RawBound, measure_levels, overload
+from bench.server import ROOT, uvicorn_server
+
+CLIENTS = (1, 4, 16, 64)
+BATCHES = (1, 4, 8, 16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.runtime_brief", description=__doc__)
+    ap.add_argument("seconds", type=float, help="deadline: no new step starts within 20 s of it")
+    ap.add_argument("out", type=Path, help="JSON figures, rewritten after every step")
+    ap.add_argument("--level-seconds", type=float, default=6.0, help="per server and level, after 2 s warm-up")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    deadline = t0 + args.seconds
+    r: dict = {"level_seconds": args.level_seconds}
+
+    def save(what: str) -> None:
+        args.out.write_text(json.dumps(r, indent=1) + "\n")
+        print(f"[{time.monotonic() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+    jpegs, _ = make_jpegs(24, 0)
+    settings = Settings()
+    raw = RawBound(ROOT / "models" / "detector.onnx", settings, jpegs)
+    r["machine"] = describe_machine(raw.whole.provider)
+    r["settings"] = settings.model_dump(include={"device", "cuda_conv_algo_search", "io_binding", "warmup", "max_batch",
+                                                 "max_delay_ms", "max_in_flight"})
+    r["first_call_ms"] = {}
+    for b in (1, 2, 4, 8, 16):                    # the session has run batch 1 once, in its layout check
+        x = make_batch(raw.tensors, b)
+        start = time.perf_counter()
+        raw.whole.run(x)
+        r["first_call_ms"][b] = (time.perf_counter() - start) * 1000
+    save(f"first run at each batch size, ms: {({b: round(v) for b, v in r['first_call_ms'].items()})}")
+    r["raw"] = []
+    served = raw.whole.runner.io_binding
+    for bound in (True, False):
+        raw.whole.runner.io_binding = bound
+        for b in BATCHES:
+            r["raw"].append({"io_binding": bound, **bench_raw(raw.whole, raw.tensors, b, 200, 10)})
+        save(f"raw, IO binding {bound}: " + ", ".join(f"batch {x['batch']} {x['images_per_s']:.0f}/s"
+                                                       for x in r["raw"] if x["io_binding"] == bound))
+    raw.whole.runner.io_binding = served
+    with ExitStack() as stack:
+        servers = {m: stack.enter_context(uvicorn_server(ROOT / "models", settings=MODES[m]))
+                   for m in ("batched", "unbatched")}
+        r["levels"] = []
+        for c in CLIENTS:
+            if time.monotonic() > deadline - 20:
+                save(f"deadline: no level at {c} clients")
+                break
+            levels, turns = measure_levels(servers, jpegs, (c,), args.level_seconds, 2.0, 1, raw, c)
+            r["levels"].append({"clients": c, **{m: levels[m][0] for m in levels}, "raw_turn": turns[0]})
+            save(f"{c} clients: " + ", ".join(f"{m} {levels[m][0]['images_per_s']:.0f}/s p99 "
+                                             f"{levels[m][0]['latency']['p99_ms']:.0f} ms" for m in levels)
+                 + f", raw {turns[0]['images_per_s']:.0f}/s at batch {turns[0]['batch']}")
+        top = next((x for x in r["levels"] if x["clients"] == 16), None)
+        if top and time.monotonic() < deadline - 25:
+            r["overload"] = overload(servers["batched"], jpegs, 2 * top["batched"]["images_per_s"], 10.0)
+            save(f"overload: {r['overload']['ok']} admitted, {r['overload']['refused']} refused")
+    save("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
