@@ -75,7 +75,7 @@ class ObjectDetector:
     def load(cls, path: Path, settings: Settings) -> ObjectDetector:
         session = create_session(path, settings)
         det = cls.from_session(session, read_metadata(session), path)
-        det.runner.io_binding = settings.io_binding and det.runner.device == "cuda"
+        det.runner.follow(settings)
         return det
 
     @classmethod

@@ -107,7 +107,7 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         else:
             log.warning("%s: task %r is not served by this version; skipped", path.name, task)
             continue
-        model.runner.io_binding = settings.io_binding and model.runner.device == "cuda"
+        model.runner.follow(settings)
         if plan.lone_session and model.runner.device == "cpu":   # a second session for runs alone
             model.runner.use_lone(create_session(path, settings, plan.lone))
     log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")
@@ -120,7 +120,8 @@ def warm_up(models: list[ObjectDetector | LandmarkModel | FaceEmbedder | Segment
     """Run each model once at every batch size the batcher can form, so that no request pays for a
     first run at a new shape. On CUDA that first run is slow (the provider plans and allocates for
     the shape; with cuDNN's EXHAUSTIVE search it took 1.3-2.2 s per batch size for the detector on
-    an H200, and the batched server, meeting a new size every few batches, answered 2 images/s)."""
+    an H200, and the batched server, meeting a new size every few batches, answered 2 images/s).
+    On the CPU (``SIGHTLINE_WARMUP=on``) these runs, each alone, take the lone sessions where there are some."""
     t0 = time.perf_counter()
     for model in models:
         size = model.meta.input_size

@@ -207,6 +207,11 @@ class SessionRunner:
         self._in_flight = 0
         self.lone_runs = 0                                # runs that took the lone session
 
+    def follow(self, settings: Settings) -> None:
+        """The server's choice for this runner: IO binding where ``SIGHTLINE_IO_BINDING`` asks and
+        the session runs on CUDA."""
+        self.io_binding = settings.io_binding and self.device == "cuda"
+
     def use_lone(self, session: ort.InferenceSession) -> None:
         """Take ``session`` (the same model on more threads) for runs that start alone."""
         self.lone, self.lone_threads = session, session.get_session_options().intra_op_num_threads
