@@ -53,7 +53,8 @@ class ModelInfo(BaseModel):
     version: str
     file: str
     execution_provider: str
-    io_binding: bool = Field(description="inputs kept in device buffers between runs (on CUDA)")
+    io_binding: bool = Field(description=(
+        "inputs kept in device buffers between runs (CUDA with SIGHTLINE_IO_BINDING=true; off by default)"))
     lone_run_threads: int = Field(description=(
         "ONNX Runtime threads of the second session a run takes when no other run of this model is in "
         "flight; 0: none (every run on the thread plan's own session)"))
