@@ -202,8 +202,8 @@ def runtime_tables(r: dict) -> list[Table]:
             + "all with a fixed concurrency limit "
             f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). Closed-loop clients, each on one kept-alive "
             f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after {rt['warmup_s']:g} s warm-up, "
-            + (f"in {rt['rounds']} turns each: the {len(modes)} servers ran at once and took turns in a rotating order, so "
-               "that the host's drift fell on all alike; " if rt.get("rounds", 1) > 1 else "")
+            + (f"in {rt['rounds']} turns each: the {len(modes)} servers ran at once and took turns in a rotating "
+               "order, so that the host's drift fell on all alike; " if rt.get("rounds", 1) > 1 else "")
             + "mean batch from /metrics; raw = the detector alone in this process at that batch size, the faster of "
             f"the server's runs side by side and one run on all cores ({_raw_ways(rt)})"
             + (f"; at {rt['raw_turns_clients']} clients raw took a turn after each round, at the batch the batched "

@@ -180,7 +180,8 @@ def test_every_session_allocates_from_the_one_shared_cpu_arena():
 def test_the_cuda_provider_is_asked_for_with_the_cudnn_search_setting(monkeypatch):
     monkeypatch.setattr("app.runtime._cuda_usable", lambda device: device != "cpu")
     assert providers(Settings()) == [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
-    assert providers(Settings(cuda_conv_algo_search="EXHAUSTIVE"))[0] == (CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    exhaustive = providers(Settings(cuda_conv_algo_search="EXHAUSTIVE"))
+    assert exhaustive[0] == (CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"})
     assert providers(Settings(device="cpu")) == [CPU]
 
 
