@@ -21,7 +21,7 @@ from bench.faces_http import bench_faces
 from bench.segment_http import bench_segment
 from bench.http_load import bench_level, server_provider
 from bench.images import HEIGHT, PHONE, QUALITY, WIDTH, make_jpegs, make_phone_jpeg
-from bench.inference import bench_raw
+from bench.inference import bench_raw_bound
 from bench.machine import describe_machine, describe_model, load_average
 from bench.nms import bench_nms
 from bench.pipeline import bench_large_photo, bench_pipeline
@@ -82,16 +82,15 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
     """Sections 1 and 2, with the detector loaded here and dropped afterwards."""
     detector = ObjectDetector.load(model, settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
-    raw = [{**bench_raw(detector, tensors, b, calls, warm), "io_binding": detector.runner.io_binding}
-           for b, calls, warm in p.raw_calls]
+    served = detector.runner.io_binding
+    raw = [bench_raw_bound(detector, tensors, b, calls, warm, served) for b, calls, warm in p.raw_calls]
     out = {"machine": describe_machine(detector.provider), "model": _model_info(detector, model), "raw": raw,
            "pipeline": bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels),
            "large_photo": bench_large_photo(detector, make_phone_jpeg(0), PHONE, p.large_photo_runs,
                                             settings.max_pixels)}
     if detector.runner.device == "cuda":   # the same calls with IO binding the other way (SIGHTLINE_IO_BINDING)
-        detector.runner.io_binding = not detector.runner.io_binding
-        out["raw_other_binding"] = [{**bench_raw(detector, tensors, b, calls, warm),
-                                     "io_binding": detector.runner.io_binding} for b, calls, warm in p.raw_calls]
+        out["raw_other_binding"] = [bench_raw_bound(detector, tensors, b, calls, warm, not served)
+                                    for b, calls, warm in p.raw_calls]
     del detector
     gc.collect()
     return out

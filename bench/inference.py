@@ -26,6 +26,17 @@ def bench_raw(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, i
             "images_per_s_mean": batch * 1000.0 / summary["mean_ms"]}
 
 
+def bench_raw_bound(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, iterations: int, warmup: int,
+                    io_binding: bool) -> dict:
+    """``bench_raw`` with the runner's IO binding set as asked (restored afterwards), which the figures
+    name."""
+    served, detector.runner.io_binding = detector.runner.io_binding, io_binding
+    try:
+        return {**bench_raw(detector, tensors, batch, iterations, warmup), "io_binding": io_binding}
+    finally:
+        detector.runner.io_binding = served
+
+
 def bench_raw_side_by_side(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, runs: int,
                            iterations: int, warmup: int) -> dict:
     """``runs`` threads each calling ``detector.run`` on its own fixed batch ``iterations`` times at

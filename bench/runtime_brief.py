@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app.settings import Settings
 from bench.images import make_jpegs
-from bench.inference import bench_raw, make_batch
+from bench.inference import bench_raw_bound, make_batch
 from bench.machine import describe_machine
 from bench.runtime import MODES, RawBound, measure_levels, overload
 from bench.server import ROOT, uvicorn_server
@@ -54,14 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         r["first_call_ms"][b] = (time.perf_counter() - start) * 1000
     save(f"first run at each batch size, ms: {({b: round(v) for b, v in r['first_call_ms'].items()})}")
     r["raw"] = []
-    served = raw.whole.runner.io_binding
     for bound in (True, False):
-        raw.whole.runner.io_binding = bound
-        for b in BATCHES:
-            r["raw"].append({"io_binding": bound, **bench_raw(raw.whole, raw.tensors, b, 200, 10)})
+        r["raw"] += [bench_raw_bound(raw.whole, raw.tensors, b, 200, 10, bound) for b in BATCHES]
         save(f"raw, IO binding {bound}: " + ", ".join(f"batch {x['batch']} {x['images_per_s']:.0f}/s"
                                                        for x in r["raw"] if x["io_binding"] == bound))
-    raw.whole.runner.io_binding = served
     with ExitStack() as stack:
         servers = {m: stack.enter_context(uvicorn_server(ROOT / "models", settings=MODES[m]))
                    for m in ("batched", "unbatched")}
