@@ -110,8 +110,8 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         model.runner.follow(settings)
         if plan.lone_session and model.runner.device == "cpu":   # a second session for runs alone
             model.runner.use_lone(create_session(path, settings, plan.lone))
-    log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in registry.describe()) or "none")
     models = registry.describe()
+    log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in models) or "none")
     if settings.warmup == "on" or (settings.warmup == "auto" and any(m.runner.device == "cuda" for m in models)):
         warm_up(models, settings.max_batch)
 

@@ -144,7 +144,7 @@ def create_session(path: Path, settings: Settings, intra_op: int | None = None) 
     actual = session.get_providers()[0]
     if settings.device == "cuda" and actual != CUDA:
         raise ModelLoadError(f"{path.name}: CUDA was demanded but the session runs on {actual}")
-    if len(wanted) > 1 and actual != CUDA:
+    if wanted[0] != CPU and actual != CUDA:           # CUDA was asked for first
         log.warning("%s: CUDA provider did not initialise, falling back to CPU", path.name)
     log.info("model %s loaded on %s", path.name, actual)
     return session

@@ -187,8 +187,7 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
     target = target_clients(clients)
     with ExitStack() as stack:
         # one run at a time is the plan already where there is one instance (CUDA): no third server
-        one_instance = thread_plan(settings).instances == 1
-        modes_env = {m: env for m, env in MODES.items() if not (m == "batched_one_run" and one_instance)}
+        modes_env = {m: env for m, env in MODES.items() if not (m == "batched_one_run" and raw.plan.instances == 1)}
         servers = {m: stack.enter_context(uvicorn_server(models_dir, settings=env)) for m, env in modes_env.items()}
         levels, raw_turns = measure_levels(servers, jpegs, clients, seconds, warmup_s, rounds, raw, target)
         modes: dict[str, dict] = {m: {"levels": levels[m]} for m in servers}
