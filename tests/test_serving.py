@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -156,6 +157,20 @@ def test_metrics_expose_requests_batches_queues_and_rejections(client):
                    'sightline_rejected_total{model="embedder",reason="deadline_exceeded"}',
                    "sightline_requests_in_flight"):
         assert series in text, series
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uvloop is not installed on Windows")
+def test_uvicorn_picks_uvloop_and_httptools():
+    """They cut the event loop's CPU per request (README, Serving runtime); uvicorn's automatic
+    choice falls back to asyncio and h11 without a word if they are missing."""
+    config = uvicorn.Config("app.main:create_app", factory=True)
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    loop = config.get_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 def test_sigterm_drains_then_finishes_what_was_admitted():
