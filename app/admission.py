@@ -48,12 +48,13 @@ overlapped: 66.0 ms (2.6 times) against 401, refusals 13.2 ms against 55.7, 29 %
 Later on the same Intel machine, uvicorn on uvloop and httptools, at 180 arrivals/s: tolerance 2
 with a floor of 2 (the defaults until then) held admitted requests at p99 2.8-3.1 times one client's
 p99, tolerance 1.25 with a floor of 1 (the defaults now) at 1.7-1.9 times, refusing in 5-6 ms at p99
-and serving 44-49 requests/s against 63-67 (3 interleaved turns each; 2.02 times in the next
-``make bench``, and 1.5 to 2.25 times on average in five later A/B runs on a busier host: at the edge
-of the target of 2, much of the excess from the first 2 s of an overload). Two requests at once on 2 cores each take about twice their time alone, so a p99
-within twice the unloaded one means about one at a time under overload, and already at 70 arrivals/s
-(three quarters of what the machine serves with a deep queue) a third of them are refused; the
-README has the other settings tried and what the defaults cost.
+and serving 44-49 requests/s against 63-67 (3 interleaved turns each); 2.02 times in the next
+``make bench``, and 1.5 to 2.25 times on average in five later A/B runs on a busier host: at the
+edge of the target of 2, much of the excess from the first 2 s of an overload. Two requests at once
+on 2 cores each take about twice their time alone, so a p99 within twice the unloaded one means
+about one at a time under overload, and already at 70 arrivals/s (three quarters of what the
+machine serves with a deep queue) a third of them are refused; the README has the other settings
+tried and what the defaults cost.
 ``SIGHTLINE_LATENCY_TOLERANCE=0`` turns it off: the limit is then ``SIGHTLINE_MAX_IN_FLIGHT``.
 """
 
