@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -159,14 +160,18 @@ def test_metrics_expose_requests_batches_queues_and_rejections(client):
         assert series in text, series
 
 
-@pytest.mark.skipif(os.name == "nt", reason="uvloop is not installed on Windows")
-def test_uvicorn_picks_uvloop_and_httptools():
-    """They cut the event loop's CPU per request (README, Serving runtime); uvicorn's automatic
-    choice falls back to asyncio and h11 without a word if they are missing."""
+def test_uvicorn_picks_httptools():
+    """It cuts the event loop's CPU per request (README, Serving runtime); uvicorn's automatic
+    choice falls back to h11 without a word if it is missing."""
     config = uvicorn.Config("app.main:create_app", factory=True)
     config.load()
     assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
-    loop = config.get_loop_factory()()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is a dependency everywhere but Windows (pyproject marker)")
+def test_uvicorn_picks_uvloop():
+    """As above for the event loop: uvicorn falls back to asyncio's without a word."""
+    loop = uvicorn.Config("app.main:create_app", factory=True).get_loop_factory()()
     try:
         assert type(loop).__module__.startswith("uvloop")
     finally:
