@@ -81,8 +81,8 @@ def _endpoint(scope: Scope) -> str:
 
 @dataclass(eq=False)
 class _Admitted:
-    """A POST being served: its scope (the route, once matched), its photo count (noted by the route)
-    and since when it has been worked on (its upload in: a slow uploader is no standing queue)."""
+    """A POST being served: its scope (the route, once matched), its photos' count and bytes (noted by
+    the route) and since when it has been worked on (its upload in: a slow uploader is no standing queue)."""
 
     scope: Scope
     size: dict[str, int]
@@ -115,7 +115,7 @@ class RequestMiddleware:
             return None
         oldest = min(working, key=lambda a: a.since or 0.0)
         age = time.monotonic() - (oldest.since or 0.0)
-        if not self.limiter.standing(kind(_endpoint(oldest.scope), oldest.size["images"]), age):
+        if not self.limiter.standing(kind(_endpoint(oldest.scope), **oldest.size), age):
             return None
         return (f"the oldest of the {self.posts} requests being served has taken {age * 1000:.0f} ms since its "
                 f"upload, over {self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE)")
@@ -146,8 +146,8 @@ class RequestMiddleware:
             if why is not None:
                 await self._refuse(scope, receive, send, why)
                 return
-            size = {"images": 1}
-            token = request_images.set(size)      # the route notes how many photos it read
+            size = {"images": 1, "nbytes": 0}
+            token = request_images.set(size)      # the route notes how many photos it read, how large
             admitted = self.admitted[id(scope)] = _Admitted(scope, size, self.arrivals)
             concurrent = self.posts
             try:
@@ -156,7 +156,7 @@ class RequestMiddleware:
                 del self.admitted[id(scope)]
                 request_images.reset(token)
             if 200 <= status < 300:
-                self.limiter.observe(kind(_endpoint(scope), size["images"]), seconds, concurrent,
+                self.limiter.observe(kind(_endpoint(scope), **size), seconds, concurrent,
                                      overlapped=self.arrivals > admitted.arrivals)
                 self.metrics.limit.set(self.limiter.limit)
         else:

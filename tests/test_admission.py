@@ -6,11 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from app.admission import MIN_UNLOADED, PROBE_AFTER, PROBE_EVERY_S, PROBE_MAX_S, AdaptiveLimit
+import numpy as np
+
+from app.admission import (MIN_UNLOADED, PROBE_AFTER, PROBE_EVERY_S, PROBE_MAX_S, SIZE_FLOOR, AdaptiveLimit,
+                           kind, size_class)
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS, wait_ready
-from tests.images import small_jpeg
+from tests.images import jpeg_bytes, small_jpeg
 from tests.test_serving import PHOTOS, hold, parts
 
 ALONE, BUSY = 1, 24      # requests in flight when one was admitted, itself included
@@ -83,6 +86,26 @@ def test_each_endpoint_is_judged_against_its_own_unloaded_latency():
     for _ in range(500):
         limiter.observe("/segment", 0.080, BUSY)     # slow, but not for /segment
     assert limiter.limit == 24
+
+
+def test_larger_uploads_are_their_own_kind():
+    assert [size_class(n) for n in (0, SIZE_FLOOR, SIZE_FLOOR + 1, 2 * SIZE_FLOOR, 2 * SIZE_FLOOR + 1)] == [0, 0, 1, 1, 2]
+    assert kind("/detect", 1, 75_000) == "/detect" and kind("/detect", 3, 75_000) == "/detect x3"
+    assert kind("/detect", 1, 1_500_000) == "/detect <=2048 kB" != kind("/detect", 1, 700_000) == "/detect <=1024 kB"
+    assert kind("/verify", 2, 3_000_000) == "/verify x2 <=4096 kB"
+
+
+def test_a_large_photo_is_not_judged_against_small_ones():
+    """Phone photos take three times as long as small ones alone: served alone or beside one small
+    request, they neither shrink the limit nor make a standing queue."""
+    big = kind("/detect", 1, 1_500_000)
+    limiter = learnt(0.010, "/detect", tolerance=1.25)
+    for _ in range(MIN_UNLOADED):
+        limiter.observe(big, 0.030, ALONE)
+    for _ in range(50):
+        limiter.observe(big, 0.034, 2)
+    assert limiter.limit == 24
+    assert not limiter.standing(big, 0.034) and limiter.standing("/detect", 0.034)
 
 
 def test_a_server_busy_from_its_start_probes_for_the_unloaded_latency():
@@ -161,6 +184,32 @@ def test_the_server_refuses_at_its_adaptive_limit_and_reports_it(tmp_path):
         assert "sightline_concurrency_limit 3.0" in c.get("/metrics").text
 
 
+def test_the_routes_note_their_uploads_size(tmp_path, monkeypatch):
+    """/detect with a photo over SIZE_FLOOR bytes learns under its size class, not under /detect's;
+    /verify, /identify and enrollment note their photos' count and bytes too."""
+    import app.api.images
+
+    noted = []
+    real = app.api.images.note_images
+    monkeypatch.setattr(app.api.images, "note_images", lambda n, size: (noted.append((n, size)), real(n, size)))
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    large = jpeg_bytes(noise)
+    assert len(large) > SIZE_FLOOR
+    with TestClient(create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path))) as c:
+        wait_ready(c)
+        limiter = c.app.state.limiter
+        for _ in range(MIN_UNLOADED):
+            assert c.post("/detect", files=parts(large)).status_code == 200
+        assert limiter.unloaded("/detect") is None
+        assert limiter.unloaded(kind("/detect", 1, len(large))) is not None
+        noted.clear()
+        c.post("/verify", files={"image1": ("a.jpg", PHOTOS[0], "image/jpeg"), "image2": ("b.jpg", large, "image/jpeg")})
+        c.post("/identify", files=parts(PHOTOS[1]))
+        subject = c.post("/subjects", json={"name": "x"}).json()["id"]
+        c.post(f"/subjects/{subject}/faces", files=parts(PHOTOS[2]))
+        assert noted == [(2, len(PHOTOS[0]) + len(large)), (1, len(PHOTOS[1])), (1, len(PHOTOS[2]))]
+
+
 def test_a_request_in_flight_past_the_tolerance_is_a_standing_queue():
     limiter = learnt(base=0.010)
     assert not limiter.standing("/detect", 0.019) and limiter.standing("/detect", 0.021)
@@ -210,7 +259,7 @@ def test_a_slow_upload_is_no_standing_queue():
     class Route:
         path = "/detect"
 
-    uploading = [_Admitted({"route": Route()}, {"images": 1}, 1) for _ in range(2)]
+    uploading = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1) for _ in range(2)]
     middleware.admitted = {id(a): a for a in uploading}      # 2 POSTs in flight
     assert middleware._refusal() is None                      # 2 in flight, both still uploading
     uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 10 ms

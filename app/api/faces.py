@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import EngineDep, FacesDep, FacesEmbedDep, GalleryDep, SettingsDep
-from app.api.images import ImageFiles, read_images
+from app.api.images import ImageFiles, read_images, read_photos
 from app.errors import InvalidRequest
 from app.faces import Face, FaceAnalyzer
 from app.gallery import Gallery
@@ -100,7 +100,7 @@ async def faces_detect(faces: FacesDep, settings: SettingsDep, engine: EngineDep
 async def verify(faces: FacesEmbedDep, settings: SettingsDep, engine: EngineDep,
                  image1: ImageFile, image2: ImageFile, conf: Conf = 0.5) -> VerifyResponse:
     """Are the largest faces of the two photos the same person (1:1)?"""
-    first, second = await image1.read(), await image2.read()
+    first, second = await read_photos(image1, image2)
     found = await engine.run_all([largest_face(faces, first, settings.max_pixels, conf, "image1"),
                                   largest_face(faces, second, settings.max_pixels, conf, "image2")], name_images=False)
     return _verdict(faces, *found)
@@ -116,6 +116,6 @@ async def identify(faces: FacesEmbedDep, gallery: GalleryDep, settings: Settings
     """Who is each face among the enrolled subjects; ``identity`` is null when nobody is close enough.
     The default threshold holds the false-positive identification rate (``SIGHTLINE_IDENTIFY_FPIR``)
     for the gallery's size, so it tightens as more faces are enrolled."""
-    data = await image.read()
+    [data] = await read_photos(image)
     return await engine.run(_identify(faces, gallery, data, settings.max_pixels, conf, top_k, threshold,
                                       settings.identify_fpir))

@@ -1,4 +1,5 @@
-"""The image parts of a request: one or several ``image`` fields, up to ``SIGHTLINE_MAX_IMAGES``."""
+"""The image parts of a request: one or several ``image`` fields, up to ``SIGHTLINE_MAX_IMAGES``, or
+named single-photo fields."""
 
 from __future__ import annotations
 
@@ -17,5 +18,12 @@ async def read_images(files: list[UploadFile], limit: int) -> list[bytes]:
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} images in one request; at most {limit} (SIGHTLINE_MAX_IMAGES)",
                              code="too_many_images")
-    note_images(len(files))
-    return [await f.read() for f in files]
+    return await read_photos(*files)
+
+
+async def read_photos(*files: UploadFile) -> list[bytes]:
+    """Each file's bytes; the admission limit notes how many photos and how many bytes the request
+    carries, to judge its latency against requests like it (``app.admission.kind``)."""
+    data = [await f.read() for f in files]
+    note_images(len(data), sum(map(len, data)))
+    return data

@@ -11,6 +11,7 @@ from fastapi import status as http
 
 from app.api.deps import EngineDep, FacesEmbedDep, GalleryDep, SettingsDep
 from app.api.faces import ERRORS, Conf, ImageFile, no_face
+from app.api.images import read_photos
 from app.errors import InvalidRequest, NotFound
 from app.faces import FaceAnalyzer
 from app.gallery import FaceNotFound, Gallery, Subject, SubjectNotFound
@@ -97,7 +98,7 @@ async def enroll_face(subject_id: SubjectId, faces: FacesEmbedDep, gallery: Gall
                       engine: EngineDep, image: ImageFile, conf: Conf = 0.5) -> EnrolledFace:
     """Enroll one photo holding exactly one face (422 ``no_face`` or ``multiple_faces`` otherwise)."""
     await engine.offload(_subject, gallery, subject_id)   # 404 before any model runs
-    data = await image.read()
+    [data] = await read_photos(image)
     return await engine.run(_enroll(faces, gallery, subject_id, data, settings.max_pixels, conf))
 
 
