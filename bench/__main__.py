@@ -56,6 +56,7 @@ class Profile:
     overload_factor: float = 2.0  # open-loop arrivals at this many times the batched throughput at 16 clients
     overload_seconds: float = 20.0
     soak_seconds: float = 600.0
+    mixed_seconds: float = 15.0   # light load of mixed photo sizes (0: not measured)
 
 
 DEFAULT = Profile("default")
@@ -64,12 +65,12 @@ QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_im
                 nms_runs=((1000, 2, 0), (10000, 1, 0)),
                 gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
-                runtime_rounds=2, overload_seconds=1.0, soak_seconds=3.0)
+                runtime_rounds=2, overload_seconds=1.0, soak_seconds=3.0, mixed_seconds=1.0)
 # every section at every level, in a few minutes: for a machine lent for a short while (a GPU)
 BRIEF = Profile("brief", raw_calls=((1, 300, 20), (8, 100, 10), (16, 100, 10)), pipeline_images=100,
                 large_photo_runs=5, http_seconds=8.0, http_warmup_s=2.0, gallery_runs=GALLERY_QUICK_RUNS,
                 face_identities=20, segment_requests=20, runtime_seconds=8.0, runtime_warmup_s=2.0,
-                runtime_rounds=2, overload_seconds=10.0, soak_seconds=60.0)
+                runtime_rounds=2, overload_seconds=10.0, soak_seconds=60.0, mixed_seconds=8.0)
 
 
 def _model_info(detector: ObjectDetector, path: Path) -> dict:
@@ -136,7 +137,8 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
     step(f"9-10: serving runtime, {len(p.runtime_clients)} levels, overload, {p.soak_seconds:g} s soak")
     r["runtime"] = bench_runtime(model.parent, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
-                                 p.runtime_rounds, p.overload_factor, p.overload_seconds, p.soak_seconds)
+                                 p.runtime_rounds, p.overload_factor, p.overload_seconds, p.soak_seconds,
+                                 p.mixed_seconds)
     r["runtime_ratios"] = runtime_ratios(r["runtime"])
     r["load_average_end"] = load_average()
     r["elapsed_s"] = time.perf_counter() - t0

@@ -231,6 +231,14 @@ def runtime_tables(r: dict) -> list[Table]:
                      _f(adm.get("p99_ms", 0.0) / unloaded, 2), "<= 2"])
         rows.append([f"overload, {how}: p99 ms to refuse ({o['refused']} refused with 503, {o['other']} other)",
                      _f(ref.get("p99_ms", 0.0), 1) if ref.get("n") else "none refused", "<= 10"])
+    for key, how in (("mixed", fixed), ("mixed_adaptive", adaptive)):
+        m = rt["batched"].get(key)
+        if not m:
+            continue
+        rows.append([f"light mixed load ({m['rate_per_s']:.0f}/s 640x480 and {m['phone_rate_per_s']:.1f}/s 12 MP phone "
+                     f"photos for {m['seconds']:g} s), {how}: refused small / phone photos",
+                     f"{m['small']['refused']} of {m['small']['sent']} / {m['phones']['refused']} of "
+                     f"{m['phones']['sent']}", "none"])
     k = rt["batched"].get("soak")
     if k:
         rows.append([f"soak {k['seconds']:g} s at {k['clients']} clients: RSS MB start / after 1 min / end / max",
@@ -241,7 +249,11 @@ def runtime_tables(r: dict) -> list[Table]:
     out.append(Table("10. Serving runtime: targets", ["figure", "value", "target"], rows,
                      "overload: open-loop arrivals on POST /detect, each on a fresh connection, at the rate given (a "
                      "multiple of the batched server's images/s at 16 clients); unloaded p99: one client alone on "
-                     "the same server just before"))
+                     "the same server just before"
+                     + ("; light mixed load: open-loop arrivals of 640x480 photos at a share of the same images/s, "
+                        "and of phone photos (4032x3024 JPEGs), each about three times as long to serve alone, beside "
+                        "them; the adaptive server fresh, after one client alone for a few seconds"
+                        if rt["batched"].get("mixed") else "")))
     return out
 
 

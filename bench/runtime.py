@@ -17,6 +17,10 @@
   clients; the latency of the requests admitted against the unloaded p99 (one client), and how fast
   the rest are refused; once with the fixed concurrency limit the levels ran with, once with the
   server's default, adaptive one (``app.admission``);
+- light load of mixed sizes: open-loop 640x480 photos at ``MIXED_LOAD`` x the batched server's
+  throughput at 16 clients, and 12-megapixel phone photos beside them (one for ``SMALL_PER_PHONE``
+  small ones), each three times as long to serve: how many of each are refused, with the fixed limit
+  and with the adaptive one (which must tell a large photo from a standing queue);
 - a soak: the batched server under load for ``soak_seconds``, its resident memory sampled.
 """
 
@@ -38,6 +42,7 @@ from app.detector import ObjectDetector
 from app.imaging import decode_image
 from app.runtime import thread_plan
 from app.settings import Settings
+from bench.images import make_phone_jpeg
 from bench.inference import bench_raw, bench_raw_side_by_side
 from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
 from bench.server import Server, process_cpu_seconds, uvicorn_server
@@ -45,6 +50,8 @@ from bench.stats import summarize_ms
 
 # the levels compare batching at fixed concurrencies: the concurrency limit stays SIGHTLINE_MAX_IN_FLIGHT
 FIXED_LIMIT = {"SIGHTLINE_LATENCY_TOLERANCE": "0"}
+MIXED_LOAD = 0.2          # the mixed-size load's small photos/s, as a share of the batched images/s at 16 clients
+SMALL_PER_PHONE = 7.5     # and one phone photo per this many small ones
 
 
 def batch_totals(server: Server) -> tuple[float, float]:
@@ -142,6 +149,29 @@ def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) ->
             "refused_latency": summarize_ms(refused)}
 
 
+def mixed_sizes(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float) -> dict:
+    """Open-loop arrivals of ``jpegs`` at ``rate`` and of ``phones`` at ``rate / SMALL_PER_PHONE`` (at
+    least one) beside them, each on a fresh connection: for each, how many were sent, answered and
+    refused."""
+    host, port, small = _requests(server, jpegs, keep_alive=False)
+    large = _requests(server, phones, keep_alive=False)[2]
+    phone_rate = max(rate / SMALL_PER_PHONE, 1 / seconds)
+
+    async def both() -> tuple[list[Result], list[Result]]:
+        return tuple(await asyncio.gather(open_loop(host, port, small, rate, seconds),
+                                          open_loop(host, port, large, phone_rate, seconds)))
+
+    def count(results: list[Result]) -> dict:
+        ok = [r.seconds for r in results if r.status == 200]
+        return {"sent": len(results), "ok": len(ok), "refused": sum(r.status == 503 for r in results),
+                "latency": summarize_ms(ok)}
+
+    small_results, phone_results = asyncio.run(both())
+    return {"rate_per_s": rate, "phone_rate_per_s": phone_rate, "seconds": seconds,
+            "phone_bytes_mean": sum(map(len, phones)) / len(phones),
+            "small": count(small_results), "phones": count(phone_results)}
+
+
 async def _soak_load(host: str, port: int, requests: list[bytes], clients: int, seconds: float, pid: int,
                      every: float) -> list[tuple[float, float]]:
     samples: list[tuple[float, float]] = []
@@ -180,7 +210,8 @@ MODES = {"batched": FIXED_LIMIT, "unbatched": {**FIXED_LIMIT, "SIGHTLINE_MAX_BAT
 
 
 def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
-                  rounds: int, overload_factor: float, overload_seconds: float, soak_seconds: float) -> dict:
+                  rounds: int, overload_factor: float, overload_seconds: float, soak_seconds: float,
+                  mixed_seconds: float = 0.0) -> dict:
     t0 = time.perf_counter()
     settings = Settings()
     raw = RawBound(models_dir / "detector.onnx", settings, jpegs)
@@ -194,7 +225,17 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
         top = next(x for x in levels["batched"] if x["clients"] == target)
         rate = overload_factor * top["images_per_s"]
         modes["batched"]["overload"] = overload(servers["batched"], jpegs, rate, overload_seconds)
+        phones = [make_phone_jpeg(k) for k in range(3)] if mixed_seconds > 0 else []
+        if phones:
+            modes["batched"]["mixed"] = mixed_sizes(servers["batched"], jpegs, phones,
+                                                    MIXED_LOAD * top["images_per_s"], mixed_seconds)
         modes["batched"]["soak"] = soak(servers["batched"], jpegs, 16, soak_seconds) if soak_seconds > 0 else None
+    if phones:
+        with uvicorn_server(models_dir) as server:  # the defaults, on a server fresh as in production
+            host, port, requests = _requests(server, jpegs)
+            asyncio.run(closed_loop(host, port, requests, 1, warmup_s))
+            modes["batched"]["mixed_adaptive"] = mixed_sizes(server, jpegs, phones, MIXED_LOAD * top["images_per_s"],
+                                                             mixed_seconds)
     with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
         host, port, requests = _requests(server, jpegs)
         alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))   # it learns them
