@@ -12,9 +12,14 @@ by the gradient method of Netflix's concurrency-limits and Envoy's adaptive conc
   answered meanwhile; learning from it let the estimate, and with it the limit and the latency,
   creep up over an overload (p50 of admitted requests from 40 to 80 ms within 20 s, seen on the
   2-core machines). A server busy from its start may never admit a request alone, so once an endpoint has
-  answered ``PROBE_AFTER`` requests without having learnt it, the limit drops to 1 for a moment (at
-  most ``PROBE_MAX_S``, at most once per ``PROBE_EVERY_S``) to measure it, as Envoy's filter
-  measures its minimum RTT. Ordinary bursts on a fresh server never cause a probe.
+  answered ``PROBE_AFTER`` requests under pressure without having learnt it, the limit drops to 1
+  for a moment (at most ``PROBE_MAX_S``, at most once per ``PROBE_EVERY_S``) to measure it, as
+  Envoy's filter measures its minimum RTT. Under pressure: some POST was refused while it was
+  served, or it was admitted with at least half the limit in flight. Ordinary bursts on a fresh
+  server never cause a probe, nor does a light load that keeps overlapping a slow endpoint's
+  requests: 30 ``/detect`` and 4 ``/segment`` requests a second (a third of the 2-core AMD
+  machine) overlapped most ``/segment`` requests, which after 50 of them probed, refusing everyone
+  else for up to a second (6 and 7 refused in two 15-s runs, where a fixed limit refused none).
 - a request with several photos is its own kind: ``/detect`` with 3 photos learns and is judged
   against the unloaded latency of ``/detect`` with 3 photos (``request_images``), not of one. So is
   a request with larger uploads: up to ``SIZE_FLOOR`` bytes in all (a 640x480 JPEG is about 75 kB)
@@ -149,11 +154,13 @@ class AdaptiveLimit:
         base = self.unloaded(endpoint) if self.enabled else None
         return base is not None and age > self.tolerance * base
 
-    def observe(self, endpoint: str, seconds: float, concurrent: int, overlapped: bool = False) -> None:
+    def observe(self, endpoint: str, seconds: float, concurrent: int, overlapped: bool = False,
+                refused: bool = False) -> None:
         """A request to ``endpoint`` was answered successfully after ``seconds``; ``concurrent``:
         the POST requests in flight when it was admitted, itself included; ``overlapped``: another
-        POST arrived (admitted or refused) while it was served. During a probe the overlaps are
-        refusals of a server busy from its start, and its answers are learnt from all the same."""
+        POST arrived (admitted or refused) while it was served; ``refused``: one was refused
+        meanwhile. During a probe the overlaps are refusals of a server busy from its start, and its
+        answers are learnt from all the same."""
         if not self.enabled or seconds <= 0:
             return
         probing = self._probe is not None and self._probe[0] == endpoint
@@ -162,6 +169,8 @@ class AdaptiveLimit:
             self._unloaded.setdefault(endpoint, deque(maxlen=UNLOADED_SAMPLES)).append(seconds)
         base = self.unloaded(endpoint)
         if base is None:
+            if not (refused or 2 * concurrent >= self.limit):
+                return                 # a server under no pressure: nothing to probe for yet
             self._unlearnt[endpoint] = waited = self._unlearnt.get(endpoint, 0) + 1
             now = self.clock()
             if waited >= PROBE_AFTER and self._probe is None and now - self._last_probe >= PROBE_EVERY_S:

@@ -87,6 +87,7 @@ class _Admitted:
     scope: Scope
     size: dict[str, int]
     arrivals: int                      # POSTs that had arrived when it was admitted, itself included
+    refusals: int                      # POSTs refused before it was admitted
     since: float | None = None
 
 
@@ -96,6 +97,7 @@ class RequestMiddleware:
         self.limiter = limiter
         self.admitted: dict[int, _Admitted] = {}                 # POSTs in flight, by arrival
         self.arrivals = 0                                         # POSTs arrived so far, admitted or not
+        self.refusals = 0                                         # POSTs refused so far
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
 
@@ -144,11 +146,12 @@ class RequestMiddleware:
             self.arrivals += 1
             why = self._refusal()
             if why is not None:
+                self.refusals += 1
                 await self._refuse(scope, receive, send, why)
                 return
             size = {"images": 1, "nbytes": 0}
             token = request_images.set(size)      # the route notes how many photos it read, how large
-            admitted = self.admitted[id(scope)] = _Admitted(scope, size, self.arrivals)
+            admitted = self.admitted[id(scope)] = _Admitted(scope, size, self.arrivals, self.refusals)
             concurrent = self.posts
             try:
                 status, seconds = await self._serve(scope, receive, send, admitted)
@@ -157,7 +160,8 @@ class RequestMiddleware:
                 request_images.reset(token)
             if 200 <= status < 300:
                 self.limiter.observe(kind(_endpoint(scope), **size), seconds, concurrent,
-                                     overlapped=self.arrivals > admitted.arrivals)
+                                     overlapped=self.arrivals > admitted.arrivals,
+                                     refused=self.refusals > admitted.refusals)
                 self.metrics.limit.set(self.limiter.limit)
         else:
             await self._serve(scope, receive, send)

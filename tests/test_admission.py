@@ -121,6 +121,19 @@ def test_a_server_busy_from_its_start_probes_for_the_unloaded_latency():
     assert limiter.unloaded("/detect") == pytest.approx(0.010) and limiter.limit == 24
 
 
+def test_a_light_load_that_overlaps_a_slow_endpoint_never_probes():
+    """/segment requests overlapped by /detect arrivals at light load are never alone, but nothing is
+    refused and the server is far from full: no probe; once something is refused meanwhile, it probes."""
+    clock = Clock()
+    limiter = learnt(0.010, "/detect", clock=clock)
+    for _ in range(5 * PROBE_AFTER):
+        limiter.observe("/segment", 0.070, 2, overlapped=True)
+    assert limiter.limit == 24 and limiter.unloaded("/segment") is None
+    for _ in range(PROBE_AFTER):
+        limiter.observe("/segment", 0.070, 2, overlapped=True, refused=True)
+    assert limiter.limit == 1
+
+
 def test_a_probe_is_short_and_rare():
     clock = Clock()
     limiter = AdaptiveLimit(2, 24, 2.0, clock=clock)
@@ -259,7 +272,7 @@ def test_a_slow_upload_is_no_standing_queue():
     class Route:
         path = "/detect"
 
-    uploading = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1) for _ in range(2)]
+    uploading = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
     middleware.admitted = {id(a): a for a in uploading}      # 2 POSTs in flight
     assert middleware._refusal() is None                      # 2 in flight, both still uploading
     uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 10 ms
@@ -291,21 +304,26 @@ def test_during_a_probe_overlapped_answers_are_learnt():
     assert limiter.unloaded("/detect") == pytest.approx(0.012) and limiter.limit == 24
 
 
+def _spied(limiter, seen: list) -> None:
+    real = limiter.observe
+
+    def spy(endpoint, seconds, concurrent, overlapped=False, refused=False):
+        seen.append((concurrent, overlapped, refused))
+        real(endpoint, seconds, concurrent, overlapped, refused)
+
+    limiter.observe = spy
+
+
 def test_the_middleware_tells_the_limit_whether_others_arrived(tmp_path):
-    """A request served alone is reported not overlapped; the first of two that overlap is."""
+    """A request served alone is reported not overlapped; the first of two that overlap is; one
+    that a refusal overlapped is reported refused."""
     app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path))
     with TestClient(app) as c:
         wait_ready(c)
-        limiter, seen = c.app.state.limiter, []
-        real = limiter.observe
-
-        def spy(endpoint, seconds, concurrent, overlapped=False):
-            seen.append((concurrent, overlapped))
-            real(endpoint, seconds, concurrent, overlapped)
-
-        limiter.observe = spy
+        seen = []
+        _spied(c.app.state.limiter, seen)
         assert c.post("/detect", files=parts(PHOTOS[0])).status_code == 200
-        assert seen == [(1, False)]
+        assert seen == [(1, False, False)]
         batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
         gate, running, _ = hold(batcher)
         with ThreadPoolExecutor(2) as pool:
@@ -317,4 +335,18 @@ def test_the_middleware_tells_the_limit_whether_others_arrived(tmp_path):
                 time.sleep(0.01)
             gate.set()
             assert first.result().status_code == 200 and second.result().status_code == 200
-        assert sorted(seen[1:]) == [(1, True), (2, False)]
+        assert sorted(seen[1:]) == [(1, True, False), (2, False, False)]
+    one = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path / "one", max_in_flight=1))
+    with TestClient(one) as c:
+        wait_ready(c)
+        seen = []
+        _spied(c.app.state.limiter, seen)
+        batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
+        gate, running, _ = hold(batcher)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(c.post, "/detect", files=parts(PHOTOS[0]))
+            assert running.wait(10)
+            assert c.post("/detect", files=parts(PHOTOS[1])).status_code == 503
+            gate.set()
+            assert first.result().status_code == 200
+        assert seen == [(1, True, True)]
