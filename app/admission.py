@@ -84,6 +84,7 @@ SHRINK = 0.3               # how far one slow request moves the limit towards li
 PROBE_AFTER = 50           # answers without an unloaded latency before a probe for it
 PROBE_MAX_S = 1.0          # a probe (limit 1) lasts at most this long
 PROBE_EVERY_S = 10.0       # and starts at most this often
+STANDING_AFTER = 5.0       # default SIGHTLINE_STANDING_AFTER: over tolerance this many unloaded latencies more
 
 
 # The request being served: how many photos it carries, written by the routes that read them
@@ -124,6 +125,7 @@ class AdaptiveLimit:
         self._unloaded: dict[str, deque[float]] = {}
         self._probe: tuple[str, float] | None = None     # (endpoint, started)
         self._last_probe = -math.inf
+        self._since_shrink, self._round = 0, 0
 
     @property
     def enabled(self) -> bool:
@@ -147,6 +149,12 @@ class AdaptiveLimit:
             return None
         ordered = sorted(samples)
         return ordered[int(UNLOADED_QUANTILE * (len(ordered) - 1))]
+
+    def congested(self, in_flight: int) -> None:
+        """A standing queue was seen with ``in_flight`` requests being served: the limit drops to half
+        of them at once (the answers that would bring it down are still in the queue)."""
+        if self.enabled:
+            self._limit = min(self._limit, max(float(self.min_limit), in_flight / 2))
 
     def standing(self, endpoint: str, age: float) -> bool:
         """Whether a request to ``endpoint`` still in flight after ``age`` seconds shows a standing
@@ -179,8 +187,11 @@ class AdaptiveLimit:
         if self._probe is not None and self._probe[0] == endpoint:
             self._probe = None
         gradient = self.tolerance * base / seconds
+        self._since_shrink += 1
         if gradient < 1:
-            self._limit *= 1 - SHRINK * (1 - gradient)
+            if self._since_shrink >= self._round:          # once per round of answers, as TCP once per window
+                self._limit *= 1 - SHRINK * (1 - gradient)
+                self._since_shrink, self._round = 0, max(1, int(self._limit))
         else:
             self._limit += 1 / self._limit
         self._limit = max(float(self.min_limit), min(float(self.max_limit), self._limit))

@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = AdaptiveLimit(min(settings.min_in_flight, settings.max_in_flight), settings.max_in_flight,
                                       settings.latency_tolerance)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics, timeout_ms=settings.request_timeout_ms,
-                       limiter=app.state.limiter)
+                       limiter=app.state.limiter, standing_after=settings.standing_after)
     app.include_router(health.router)
     app.include_router(detect.router)
     app.include_router(segment.router)

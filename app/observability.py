@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import AdaptiveLimit, kind, request_images
+from app.admission import STANDING_AFTER, AdaptiveLimit, kind, request_images
 from app.batching import RETRY_AFTER_S, BatchObserver, request_deadline
 from app.errors import send_error
 
@@ -92,12 +92,14 @@ class _Admitted:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout_ms: float, limiter: AdaptiveLimit,
+                 standing_after: float = STANDING_AFTER) -> None:
         self.app, self.metrics, self.timeout = app, metrics, timeout_ms / 1000.0
-        self.limiter = limiter
+        self.limiter, self.standing_after = limiter, standing_after
         self.admitted: dict[int, _Admitted] = {}                 # POSTs in flight, by arrival
         self.arrivals = 0                                         # POSTs arrived so far, admitted or not
         self.refusals = 0                                         # POSTs refused so far
+        self._caught_up = 0.0                                     # when no queue was standing, last seen
         metrics.rejections.labels(ADMISSION, "queue_full").inc(0)
         metrics.limit.set(limiter.limit)
 
@@ -113,14 +115,27 @@ class RequestMiddleware:
                    "SIGHTLINE_MAX_IN_FLIGHT" if self.limiter.enabled else "SIGHTLINE_MAX_IN_FLIGHT")
             return f"the server is already serving {self.posts} requests ({why})"
         working = [a for a in self.admitted.values() if a.since is not None]
+        now = time.monotonic()
+        if not working:
+            self._caught_up = now
         if self.posts < self.limiter.min_limit or not working:
             return None
         oldest = min(working, key=lambda a: a.since or 0.0)
-        age = time.monotonic() - (oldest.since or 0.0)
-        if not self.limiter.standing(kind(_endpoint(oldest.scope), **oldest.size), age):
+        age = now - (oldest.since or 0.0)
+        endpoint = kind(_endpoint(oldest.scope), **oldest.size)
+        if not self.limiter.standing(endpoint, age):
+            self._caught_up = now
             return None
+        # Over the tolerance, but a queue is standing only once it has stayed there for a while: a
+        # burst of random arrivals at moderate load drains sooner (CoDel's interval).
+        base = self.limiter.unloaded(endpoint) or 0.0
+        over_since = max((oldest.since or 0.0) + self.limiter.tolerance * base, self._caught_up)
+        if now - over_since < self.standing_after * base:
+            return None
+        self.limiter.congested(self.posts)
         return (f"the oldest of the {self.posts} requests being served has taken {age * 1000:.0f} ms since its "
-                f"upload, over {self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE)")
+                f"upload, over {self.limiter.tolerance:g} times its latency alone (SIGHTLINE_LATENCY_TOLERANCE) "
+                f"for {self.standing_after:g} times that latency more (SIGHTLINE_STANDING_AFTER): a standing queue")
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, why: str) -> None:
         """503 as soon as the headers are in: under overload, parsing uploads is itself the work that

@@ -56,10 +56,14 @@ class Settings(BaseSettings):
         "most POST requests served at once; one more is answered 503 with Retry-After as soon as its "
         "headers arrive, before its body is read"))
     min_in_flight: int = Field(1, ge=1, description="the adaptive concurrency limit never goes below this")
-    latency_tolerance: float = Field(1.25, ge=0.0, description=(
+    latency_tolerance: float = Field(2.0, ge=0.0, description=(
         "the concurrency limit shrinks when requests take longer than this many times their latency "
         "alone (app/admission.py); higher trades latency for throughput under load; 0 = a fixed limit "
         "of max_in_flight (batch jobs that would rather wait than retry)"))
+    standing_after: float = Field(5.0, ge=0.0, description=(
+        "a POST is refused below the limit while the oldest request in flight has stayed over "
+        "latency_tolerance times its latency alone for this many times that latency more (a standing "
+        "queue; a burst of random arrivals drains sooner); 0 = as soon as it is over"))
     request_timeout_ms: float = Field(10_000.0, ge=0.0, description=(
         "a request still waiting for a model this long after it arrived gets 503 instead; 0 = no deadline"))
     drain_seconds: float = Field(0.0, ge=0.0, le=300.0, description=(

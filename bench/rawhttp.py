@@ -9,6 +9,8 @@ proxy's connection pool does); open-loop arrivals each open a fresh one (new cli
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import time
 from dataclasses import dataclass
 
@@ -114,11 +116,20 @@ async def closed_loop(host: str, port: int, requests: list[bytes], clients: int,
     return out
 
 
-async def open_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float) -> list[Result]:
-    """Requests started at ``rate`` per second, whatever the answers."""
+async def open_loop(host: str, port: int, requests: list[bytes], rate: float, seconds: float,
+                    seed: int | None = None) -> list[Result]:
+    """Requests started at ``rate`` per second, whatever the answers: evenly spaced, or with ``seed``
+    at random (a Poisson process, as independent clients arrive: two evenly spaced streams side by
+    side would meet at the same few phases over and over)."""
+    count = int(rate * seconds)
+    if seed is None:
+        offsets = [i / rate for i in range(count)]
+    else:
+        gaps = random.Random(seed)
+        offsets = list(itertools.accumulate((gaps.expovariate(rate) for _ in range(count)), initial=0.0))[:count]
     start, tasks = time.perf_counter(), []
-    for i in range(int(rate * seconds)):
-        delay = start + i / rate - time.perf_counter()
+    for i, offset in enumerate(offsets):
+        delay = start + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(send(host, port, requests[i % len(requests)])))

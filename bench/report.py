@@ -220,7 +220,8 @@ def runtime_tables(r: dict) -> list[Table]:
                      _f(ratios["batched_over_one_run"], 3), ""])
     fixed = f"fixed limit {s.get('max_in_flight', 24)}"
     adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
-    for key, how in (("overload", fixed), ("overload_adaptive", adaptive)):
+    strict = "adaptive limit, tolerance 1.25, SIGHTLINE_STANDING_AFTER=0"
+    for key, how in (("overload", fixed), ("overload_adaptive", adaptive), ("overload_strict", strict)):
         o = rt["batched"].get(key)
         if not o:
             continue
@@ -231,7 +232,7 @@ def runtime_tables(r: dict) -> list[Table]:
                      _f(adm.get("p99_ms", 0.0) / unloaded, 2), "<= 2"])
         rows.append([f"overload, {how}: p99 ms to refuse ({o['refused']} refused with 503, {o['other']} other)",
                      _f(ref.get("p99_ms", 0.0), 1) if ref.get("n") else "none refused", "<= 10"])
-    for key, how in (("mixed", fixed), ("mixed_adaptive", adaptive)):
+    for key, how in (("mixed", fixed), ("mixed_adaptive", adaptive), ("mixed_strict", strict)):
         m = rt["batched"].get(key)
         if not m:
             continue

@@ -50,6 +50,8 @@ from bench.stats import summarize_ms
 
 # the levels compare batching at fixed concurrencies: the concurrency limit stays SIGHTLINE_MAX_IN_FLIGHT
 FIXED_LIMIT = {"SIGHTLINE_LATENCY_TOLERANCE": "0"}
+# the adaptive limit set for latency first (README, Serving runtime): the issue's overload target
+STRICT = {"SIGHTLINE_LATENCY_TOLERANCE": "1.25", "SIGHTLINE_STANDING_AFTER": "0"}
 MIXED_LOAD = 0.2          # the mixed-size load's small photos/s, as a share of the batched images/s at 16 clients
 SMALL_PER_PHONE = 7.5     # and one phone photo per this many small ones
 
@@ -151,15 +153,15 @@ def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) ->
 
 def mixed_sizes(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float) -> dict:
     """Open-loop arrivals of ``jpegs`` at ``rate`` and of ``phones`` at ``rate / SMALL_PER_PHONE`` (at
-    least one) beside them, each on a fresh connection: for each, how many were sent, answered and
-    refused."""
+    least one) beside them, at random (Poisson), each on a fresh connection: for each, how many were
+    sent, answered and refused."""
     host, port, small = _requests(server, jpegs, keep_alive=False)
     large = _requests(server, phones, keep_alive=False)[2]
     phone_rate = max(rate / SMALL_PER_PHONE, 1 / seconds)
 
     async def both() -> tuple[list[Result], list[Result]]:
-        return tuple(await asyncio.gather(open_loop(host, port, small, rate, seconds),
-                                          open_loop(host, port, large, phone_rate, seconds)))
+        return tuple(await asyncio.gather(open_loop(host, port, small, rate, seconds, seed=1),
+                                          open_loop(host, port, large, phone_rate, seconds, seed=2)))
 
     def count(results: list[Result]) -> dict:
         ok = [r.seconds for r in results if r.status == 200]
@@ -242,6 +244,16 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
         modes["batched"]["overload_adaptive"] = {**overload(server, jpegs, rate, overload_seconds),
                                                  "unloaded_latency": summarize_ms([r.seconds for r in alone
                                                                                    if r.status == 200])}
+    with uvicorn_server(models_dir, settings=STRICT) as server:   # latency first: the same, for both loads
+        host, port, requests = _requests(server, jpegs)
+        if phones:
+            asyncio.run(closed_loop(host, port, requests, 1, warmup_s))
+            modes["batched"]["mixed_strict"] = mixed_sizes(server, jpegs, phones, MIXED_LOAD * top["images_per_s"],
+                                                           mixed_seconds)
+        alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))
+        modes["batched"]["overload_strict"] = {**overload(server, jpegs, rate, overload_seconds),
+                                               "unloaded_latency": summarize_ms([r.seconds for r in alone
+                                                                                 if r.status == 200])}
     others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:
@@ -251,6 +263,7 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
     return {"settings": {"max_batch": settings.max_batch, "max_delay_ms": settings.max_delay_ms,
                          "max_queue": settings.max_queue, "max_in_flight": settings.max_in_flight,
                          "min_in_flight": settings.min_in_flight, "latency_tolerance": settings.latency_tolerance,
+                         "standing_after": settings.standing_after,
                          "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
             "seconds": seconds, "warmup_s": warmup_s, "rounds": rounds, **modes, "raw": list(after.values()),
             "raw_turns": raw_turns, "raw_turns_clients": target, "elapsed_s": time.perf_counter() - t0}

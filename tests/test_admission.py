@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 import numpy as np
 
-from app.admission import (MIN_UNLOADED, PROBE_AFTER, PROBE_EVERY_S, PROBE_MAX_S, SIZE_FLOOR, AdaptiveLimit,
-                           kind, size_class)
+from app.admission import (MIN_UNLOADED, PROBE_AFTER, PROBE_EVERY_S, PROBE_MAX_S, SIZE_FLOOR, STANDING_AFTER,
+                           AdaptiveLimit, kind, size_class)
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS, wait_ready
@@ -50,13 +50,16 @@ def test_the_unloaded_latency_is_a_low_quantile_of_requests_served_alone():
     assert limiter.unloaded("/segment") is None
 
 
-def test_slow_answers_shrink_it_to_its_floor_fast_and_quick_ones_grow_it_back():
+def test_slow_answers_shrink_it_once_a_round_to_its_floor_and_quick_ones_grow_it_back():
     limiter = learnt(0.010)
     assert limiter.limit == 24                       # a fresh server serves a burst
-    for _ in range(12):
-        limiter.observe("/detect", 0.100, BUSY)      # 10 x the unloaded latency: a dozen take it down
-    assert limiter.limit <= 3
-    for _ in range(50):
+    limiter.observe("/detect", 0.100, BUSY)          # 10 x the unloaded latency: down at once
+    first = limiter.limit
+    assert first <= 19
+    for _ in range(first - 1):                       # the rest of that round's slow answers: once a round
+        limiter.observe("/detect", 0.100, BUSY)
+    assert limiter.limit == first
+    for _ in range(200):
         limiter.observe("/detect", 0.100, BUSY)
     assert limiter.limit == 2
     for _ in range(50):
@@ -65,6 +68,17 @@ def test_slow_answers_shrink_it_to_its_floor_fast_and_quick_ones_grow_it_back():
     for _ in range(500):
         limiter.observe("/detect", 0.012, ALONE)
     assert limiter.limit == 24
+
+
+def test_a_standing_queue_halves_the_limit_at_once():
+    limiter = learnt(0.010)
+    limiter.congested(10)
+    assert limiter.limit == 5
+    limiter.congested(2)
+    assert limiter.limit == 2                        # never below the floor
+    off = AdaptiveLimit(2, 24, 0.0)
+    off.congested(4)
+    assert off.limit == 24
 
 
 def test_it_settles_where_latency_is_tolerance_times_unloaded():
@@ -240,7 +254,7 @@ def test_the_server_refuses_behind_a_standing_queue_below_its_limit(tmp_path):
         limiter = c.app.state.limiter
         for _ in range(MIN_UNLOADED):
             assert c.post("/detect", files=parts(PHOTOS[0])).status_code == 200
-        aged = 3 * limiter.tolerance * limiter.unloaded("/detect")
+        aged = (limiter.tolerance + STANDING_AFTER + 2) * limiter.unloaded("/detect")
         batcher = c.app.state.engine.batchers[id(c.app.state.registry.detector())]
         gate, running, _ = hold(batcher)
         with ThreadPoolExecutor(3) as pool:
@@ -263,10 +277,11 @@ def test_the_server_refuses_behind_a_standing_queue_below_its_limit(tmp_path):
 
 
 def test_a_slow_upload_is_no_standing_queue():
-    """Requests still uploading are not judged; once their upload is in, the oldest is."""
+    """Requests still uploading are not judged; once their upload is in, the oldest is, and a queue
+    stands once the oldest has stayed over the tolerance for STANDING_AFTER unloaded latencies."""
     from app.observability import Metrics, RequestMiddleware, _Admitted
 
-    limiter = learnt(base=0.010)
+    limiter = learnt(base=0.050)
     middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=limiter)
 
     class Route:
@@ -275,10 +290,13 @@ def test_a_slow_upload_is_no_standing_queue():
     uploading = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
     middleware.admitted = {id(a): a for a in uploading}      # 2 POSTs in flight
     assert middleware._refusal() is None                      # 2 in flight, both still uploading
-    uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 10 ms
+    uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 50 ms
     assert middleware._refusal() is None
-    uploading[1].since = time.monotonic() - 0.050               # 50 ms: a standing queue
+    time.sleep(0.100)                                           # 115 ms: over 2 x 50 ms, but only just
+    assert middleware._refusal() is None and limiter.limit == 24
+    time.sleep((STANDING_AFTER + 1) * 0.050)                    # over it for longer: a standing queue
     assert "oldest of the 2 requests" in (middleware._refusal() or "")
+    assert limiter.limit == 2                                   # halved from the 2 in flight, to the floor
     del middleware.admitted[id(uploading[0])]                   # 1, below the floor: never refused for it
     assert middleware._refusal() is None
 
@@ -350,3 +368,22 @@ def test_the_middleware_tells_the_limit_whether_others_arrived(tmp_path):
             gate.set()
             assert first.result().status_code == 200
         assert seen == [(1, True, True)]
+
+
+def test_standing_after_zero_refuses_as_soon_as_the_oldest_is_over(tmp_path):
+    """SIGHTLINE_STANDING_AFTER=0: the latency-first setting judges a queue standing at once."""
+    from app.observability import Metrics, RequestMiddleware, _Admitted
+
+    middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=learnt(base=0.010),
+                                   standing_after=0)
+
+    class Route:
+        path = "/detect"
+
+    flight = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
+    middleware.admitted = {id(a): a for a in flight}
+    flight[0].since = time.monotonic() - 0.025                 # over 2 x 10 ms
+    assert "standing queue" in (middleware._refusal() or "")
+    app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, standing_after=0))
+    [wired] = [m.kwargs for m in app.user_middleware if m.cls is RequestMiddleware]
+    assert wired["standing_after"] == 0

@@ -44,7 +44,8 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
     assert rt["batched"]["overload"]["sent"] > 0 and len(rt["batched"]["soak"]["samples"]) >= 2
     adaptive = rt["batched"]["overload_adaptive"]      # the default server, adaptive concurrency limit
     assert adaptive["sent"] > 0 and adaptive["unloaded_latency"]["n"] > 0 and "adaptive limit" in md.read_text()
-    for key in ("mixed", "mixed_adaptive"):          # small and phone photos side by side, light load
+    assert rt["batched"]["overload_strict"]["sent"] > 0
+    for key in ("mixed", "mixed_adaptive", "mixed_strict"):          # small and phone photos side by side, light load
         mixed = rt["batched"][key]
         assert mixed["small"]["sent"] > 0 and mixed["phones"]["sent"] > 0 and mixed["phone_bytes_mean"] > 1e6
     assert "light mixed load" in md.read_text()
