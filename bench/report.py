@@ -220,7 +220,9 @@ def runtime_tables(r: dict) -> list[Table]:
                      _f(ratios["batched_over_one_run"], 3), ""])
     fixed = f"fixed limit {s.get('max_in_flight', 24)}"
     adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
-    strict = "adaptive limit, tolerance 1.25, SIGHTLINE_STANDING_AFTER=0"
+    strict_env = rt.get("strict_settings", {})
+    strict = f"adaptive limit, tolerance {strict_env.get('SIGHTLINE_LATENCY_TOLERANCE', '?')}, " + ", ".join(
+        f"{k}={v}" for k, v in strict_env.items() if k != "SIGHTLINE_LATENCY_TOLERANCE")
     for key, how in (("overload", fixed), ("overload_adaptive", adaptive), ("overload_strict", strict)):
         o = rt["batched"].get(key)
         if not o:

@@ -211,6 +211,23 @@ MODES = {"batched": FIXED_LIMIT, "unbatched": {**FIXED_LIMIT, "SIGHTLINE_MAX_BAT
          "batched_one_run": {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"}}
 
 
+def _fresh_mixed(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float,
+                 warmup_s: float) -> dict:
+    """The light mixed load on a server that has only served one client alone for ``warmup_s``."""
+    host, port, requests = _requests(server, jpegs)
+    asyncio.run(closed_loop(host, port, requests, 1, warmup_s))
+    return mixed_sizes(server, jpegs, phones, rate, seconds)
+
+
+def _learnt_overload(server: Server, jpegs: list[bytes], rate: float, seconds: float, alone_s: float) -> dict:
+    """One client alone for ``alone_s`` (the server learns its unloaded latency, measured here too),
+    then the overload."""
+    host, port, requests = _requests(server, jpegs)
+    alone = asyncio.run(closed_loop(host, port, requests, 1, alone_s))
+    return {**overload(server, jpegs, rate, seconds),
+            "unloaded_latency": summarize_ms([r.seconds for r in alone if r.status == 200])}
+
+
 def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
                   rounds: int, overload_factor: float, overload_seconds: float, soak_seconds: float,
                   mixed_seconds: float = 0.0) -> dict:
@@ -232,28 +249,20 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
             modes["batched"]["mixed"] = mixed_sizes(servers["batched"], jpegs, phones,
                                                     MIXED_LOAD * top["images_per_s"], mixed_seconds)
         modes["batched"]["soak"] = soak(servers["batched"], jpegs, 16, soak_seconds) if soak_seconds > 0 else None
+    mixed_rate = MIXED_LOAD * top["images_per_s"]
     if phones:
         with uvicorn_server(models_dir) as server:  # the defaults, on a server fresh as in production
-            host, port, requests = _requests(server, jpegs)
-            asyncio.run(closed_loop(host, port, requests, 1, warmup_s))
-            modes["batched"]["mixed_adaptive"] = mixed_sizes(server, jpegs, phones, MIXED_LOAD * top["images_per_s"],
-                                                             mixed_seconds)
+            modes["batched"]["mixed_adaptive"] = _fresh_mixed(server, jpegs, phones, mixed_rate, mixed_seconds,
+                                                              warmup_s)
     with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
-        host, port, requests = _requests(server, jpegs)
-        alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))   # it learns them
-        modes["batched"]["overload_adaptive"] = {**overload(server, jpegs, rate, overload_seconds),
-                                                 "unloaded_latency": summarize_ms([r.seconds for r in alone
-                                                                                   if r.status == 200])}
+        modes["batched"]["overload_adaptive"] = _learnt_overload(server, jpegs, rate, overload_seconds,
+                                                                 max(seconds / 2, warmup_s))
     with uvicorn_server(models_dir, settings=STRICT) as server:   # latency first: the same, for both loads
-        host, port, requests = _requests(server, jpegs)
         if phones:
-            asyncio.run(closed_loop(host, port, requests, 1, warmup_s))
-            modes["batched"]["mixed_strict"] = mixed_sizes(server, jpegs, phones, MIXED_LOAD * top["images_per_s"],
-                                                           mixed_seconds)
-        alone = asyncio.run(closed_loop(host, port, requests, 1, max(seconds / 2, warmup_s)))
-        modes["batched"]["overload_strict"] = {**overload(server, jpegs, rate, overload_seconds),
-                                               "unloaded_latency": summarize_ms([r.seconds for r in alone
-                                                                                 if r.status == 200])}
+            modes["batched"]["mixed_strict"] = _fresh_mixed(server, jpegs, phones, mixed_rate, mixed_seconds,
+                                                            warmup_s)
+        modes["batched"]["overload_strict"] = _learnt_overload(server, jpegs, rate, overload_seconds,
+                                                               max(seconds / 2, warmup_s))
     others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:
@@ -266,7 +275,7 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                          "standing_after": settings.standing_after,
                          "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
             "seconds": seconds, "warmup_s": warmup_s, "rounds": rounds, **modes, "raw": list(after.values()),
-            "raw_turns": raw_turns, "raw_turns_clients": target, "elapsed_s": time.perf_counter() - t0}
+            "raw_turns": raw_turns, "raw_turns_clients": target, "strict_settings": STRICT, "elapsed_s": time.perf_counter() - t0}
 
 
 class RawBound:

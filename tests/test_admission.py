@@ -276,19 +276,24 @@ def test_the_server_refuses_behind_a_standing_queue_below_its_limit(tmp_path):
         assert "oldest of the 2 requests" in message and "SIGHTLINE_LATENCY_TOLERANCE" in message
 
 
-def test_a_slow_upload_is_no_standing_queue():
-    """Requests still uploading are not judged; once their upload is in, the oldest is, and a queue
-    stands once the oldest has stayed over the tolerance for STANDING_AFTER unloaded latencies."""
+def _two_in_flight(limiter: AdaptiveLimit, **kw):
+    """The middleware alone, with two POSTs to /detect in flight, their uploads not yet in."""
     from app.observability import Metrics, RequestMiddleware, _Admitted
-
-    limiter = learnt(base=0.050)
-    middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=limiter)
 
     class Route:
         path = "/detect"
 
-    uploading = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
-    middleware.admitted = {id(a): a for a in uploading}      # 2 POSTs in flight
+    middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=limiter, **kw)
+    flight = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
+    middleware.admitted = {id(a): a for a in flight}
+    return middleware, flight
+
+
+def test_a_slow_upload_is_no_standing_queue():
+    """Requests still uploading are not judged; once their upload is in, the oldest is, and a queue
+    stands once the oldest has stayed over the tolerance for STANDING_AFTER unloaded latencies."""
+    limiter = learnt(base=0.050)
+    middleware, uploading = _two_in_flight(limiter)           # 2 POSTs in flight
     assert middleware._refusal() is None                      # 2 in flight, both still uploading
     uploading[1].since = time.monotonic() - 0.015               # in for 15 ms: within 2 x 50 ms
     assert middleware._refusal() is None
@@ -372,16 +377,9 @@ def test_the_middleware_tells_the_limit_whether_others_arrived(tmp_path):
 
 def test_standing_after_zero_refuses_as_soon_as_the_oldest_is_over(tmp_path):
     """SIGHTLINE_STANDING_AFTER=0: the latency-first setting judges a queue standing at once."""
-    from app.observability import Metrics, RequestMiddleware, _Admitted
+    from app.observability import RequestMiddleware
 
-    middleware = RequestMiddleware(app=None, metrics=Metrics(), timeout_ms=0, limiter=learnt(base=0.010),
-                                   standing_after=0)
-
-    class Route:
-        path = "/detect"
-
-    flight = [_Admitted({"route": Route()}, {"images": 1, "nbytes": 0}, 1, 0) for _ in range(2)]
-    middleware.admitted = {id(a): a for a in flight}
+    middleware, flight = _two_in_flight(learnt(base=0.010), standing_after=0)
     flight[0].since = time.monotonic() - 0.025                 # over 2 x 10 ms
     assert "standing queue" in (middleware._refusal() or "")
     app = create_app(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, standing_after=0))
