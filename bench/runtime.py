@@ -219,7 +219,7 @@ def _fresh_mixed(server: Server, jpegs: list[bytes], phones: list[bytes], rate: 
     return mixed_sizes(server, jpegs, phones, rate, seconds)
 
 
-def _learnt_overload(server: Server, jpegs: list[bytes], rate: float, seconds: float, alone_s: float) -> dict:
+def learnt_overload(server: Server, jpegs: list[bytes], rate: float, seconds: float, alone_s: float) -> dict:
     """One client alone for ``alone_s`` (the server learns its unloaded latency, measured here too),
     then the overload."""
     host, port, requests = _requests(server, jpegs)
@@ -255,13 +255,13 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
             modes["batched"]["mixed_adaptive"] = _fresh_mixed(server, jpegs, phones, mixed_rate, mixed_seconds,
                                                               warmup_s)
     with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
-        modes["batched"]["overload_adaptive"] = _learnt_overload(server, jpegs, rate, overload_seconds,
+        modes["batched"]["overload_adaptive"] = learnt_overload(server, jpegs, rate, overload_seconds,
                                                                  max(seconds / 2, warmup_s))
     with uvicorn_server(models_dir, settings=STRICT) as server:   # latency first: the same, for both loads
         if phones:
             modes["batched"]["mixed_strict"] = _fresh_mixed(server, jpegs, phones, mixed_rate, mixed_seconds,
                                                             warmup_s)
-        modes["batched"]["overload_strict"] = _learnt_overload(server, jpegs, rate, overload_seconds,
+        modes["batched"]["overload_strict"] = learnt_overload(server, jpegs, rate, overload_seconds,
                                                                max(seconds / 2, warmup_s))
     others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}

@@ -1,8 +1,10 @@
 """``python -m bench.runtime_brief SECONDS OUT.json``: the serving runtime's figures in a few minutes,
 for a machine lent for a short while (a GPU): a fresh session's first run at each batch size, raw
 ONNX Runtime with and without IO binding, the batched and the unbatched server at 1, 4, 16 and 64
-clients (section 9's code, one turn each), and an overload at twice the batched server's 16-client
-rate. The figures are written to OUT after every step, and the run stops taking new steps near the
+clients (section 9's code, one turn each), each server's start-up to ready (the warm-up on CUDA) and
+its models' providers (``/models``), and an overload at twice the batched server's 16-client rate on
+the fixed-limit server and on one with the default adaptive limit that has first served one client
+alone. The figures are written to OUT after every step, and the run stops taking new steps near the
 deadline, so a run cut short still leaves what it measured. Run it with the environment the server
 should see (``SIGHTLINE_DEVICE=cuda``)."""
 
@@ -12,18 +14,34 @@ import argparse
 import json
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+
+import httpx
 from pathlib import Path
 
 from app.settings import Settings
 from bench.images import make_jpegs
 from bench.inference import bench_raw_bound, make_batch
 from bench.machine import describe_machine
-from bench.runtime import MODES, RawBound, measure_levels, overload
+from bench.runtime import MODES, RawBound, learnt_overload, measure_levels, overload
 from bench.server import ROOT, uvicorn_server
 
 CLIENTS = (1, 4, 16, 64)
 BATCHES = (1, 4, 8, 16)
+READY_TIMEOUT_S = 300.0                           # the warm-up on a GPU: every model at batch sizes 1..max_batch
+
+
+@contextmanager
+def started(r: dict, name: str, settings: dict[str, str] | None):
+    """A server with ``settings``; its seconds to ready and each model's provider go into ``r``."""
+    t = time.monotonic()
+    with uvicorn_server(ROOT / "models", ready_timeout=READY_TIMEOUT_S, settings=settings) as server:
+        models = httpx.get(f"{server.base_url}/models", timeout=10.0).json()
+        r.setdefault("servers", {})[name] = {
+            "ready_s": time.monotonic() - t,
+            "models": {m["name"]: {k: m.get(k) for k in ("execution_provider", "io_binding")}
+                       for m in models.get("models", [])}}
+        yield server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         save(f"raw, IO binding {bound}: " + ", ".join(f"batch {x['batch']} {x['images_per_s']:.0f}/s"
                                                        for x in r["raw"] if x["io_binding"] == bound))
     with ExitStack() as stack:
-        servers = {m: stack.enter_context(uvicorn_server(ROOT / "models", settings=MODES[m]))
-                   for m in ("batched", "unbatched")}
+        servers = {m: stack.enter_context(started(r, m, MODES[m])) for m in ("batched", "unbatched")}
+        save("servers ready: " + ", ".join(f"{m} {v['ready_s']:.1f} s" for m, v in r["servers"].items()))
         r["levels"] = []
         for c in CLIENTS:
             if time.monotonic() > deadline - 20:
@@ -75,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         if top and time.monotonic() < deadline - 25:
             r["overload"] = overload(servers["batched"], jpegs, 2 * top["batched"]["images_per_s"], 10.0)
             save(f"overload: {r['overload']['ok']} admitted, {r['overload']['refused']} refused")
+    if top and time.monotonic() < deadline - 40:
+        with started(r, "adaptive", None) as server:        # the defaults
+            r["overload_adaptive"] = learnt_overload(server, jpegs, 2 * top["batched"]["images_per_s"], 10.0, 4.0)
+        save(f"overload, adaptive limit: {r['overload_adaptive']['ok']} admitted, "
+             f"{r['overload_adaptive']['refused']} refused")
     save("done")
     return 0
 
