@@ -17,7 +17,7 @@ import numpy as np
 from app.detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FACE_DETECTION, FACE_EMBEDDING, FACE_LANDMARKS, FaceAnalyzer, FaceEmbedder, LandmarkModel
-from app.runtime import ModelLoadError, create_session, read_metadata, thread_plan
+from app.runtime import ModelLoadError, create_session, fixed_batch_sizes, read_metadata, thread_plan
 from app.segmenter import SEGMENTATION, Segmenter
 from app.settings import Settings
 
@@ -110,6 +110,11 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
         model.runner.follow(settings)
         if plan.lone_session and model.runner.device == "cpu":   # a second session for runs alone
             model.runner.use_lone(create_session(path, settings, plan.lone))
+        fixed = settings.fixed_batch_sizes
+        if fixed == "on" or (fixed == "auto" and model.runner.device == "cuda"):   # one input shape per session
+            first, *more = fixed_batch_sizes(settings.max_batch)                   # the first on the session above
+            model.runner.use_batch_sizes({first: session, **{s: create_session(path, settings, plan.intra_op)
+                                                             for s in more}})
     models = registry.describe()
     log.info("models loaded: %s", ", ".join(f"{m.meta.name} ({m.meta.task})" for m in models) or "none")
     if settings.warmup == "on" or (settings.warmup == "auto" and any(m.runner.device == "cuda" for m in models)):
@@ -117,14 +122,14 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
 
 
 def warm_up(models: list[ObjectDetector | LandmarkModel | FaceEmbedder | Segmenter], max_batch: int) -> None:
-    """Run each model once at every batch size the batcher can form, so that no request pays for a
-    first run at a new shape. On CUDA that first run is slow (the provider plans and allocates for
-    the shape; with cuDNN's EXHAUSTIVE search it took 1.3-2.2 s per batch size for the detector on
-    an H200, and the batched server, meeting a new size every few batches, answered 2 images/s).
-    On the CPU (``SIGHTLINE_WARMUP=on``) these runs, each alone, take the lone sessions where there are some."""
+    """Run each model once at every batch size it can run at (its fixed sizes, else 1..max_batch),
+    so that no request pays for a first run at a new shape. On CUDA that first run is slow: ONNX
+    Runtime plans every convolution for the shape (1.0-1.9 s per batch size for the detector on an
+    H200). On the CPU (``SIGHTLINE_WARMUP=on``) these runs, each alone, take the lone sessions where
+    there are some."""
     t0 = time.perf_counter()
     for model in models:
         size = model.meta.input_size
-        for batch in range(1, max_batch + 1):
+        for batch in model.runner.batch_sizes or range(1, max_batch + 1):
             model.run(np.zeros((batch, 3, size, size), np.float32))
-    log.info("warm-up: %d model(s) at batch sizes 1-%d in %.1f s", len(models), max_batch, time.perf_counter() - t0)
+    log.info("warm-up: %d model(s) in %.1f s", len(models), time.perf_counter() - t0)

@@ -173,6 +173,15 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, Any]:
     return out
 
 
+def fixed_batch_sizes(max_batch: int) -> list[int]:
+    """The batch sizes a model runs at when its shapes are fixed: powers of two below ``max_batch``,
+    then ``max_batch`` (16: 1, 2, 4, 8, 16)."""
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch:
+        sizes.append(sizes[-1] * 2)
+    return sizes + [max_batch] if max_batch > 1 else sizes
+
+
 class SessionRunner:
     """Runs a single-input model: ``run(batch) -> first output``, thread-safe.
 
@@ -187,7 +196,16 @@ class SessionRunner:
     ``lone``, when set (``use_lone``; the server sets it on the CPU, where runs go side by side on one
     thread each), is a second session of the same model on more threads: a run that starts while no other
     run is in flight here takes it and finishes sooner; one that starts beside another takes the
-    single-threaded ``session``. The two give the same outputs up to float rounding."""
+    single-threaded ``session``. The two give the same outputs up to float rounding.
+
+    ``sized``, when set (``use_batch_sizes``; the server sets it on CUDA), holds one session per
+    batch size: a batch of n rows is padded with zero rows up to the smallest size of at least n and
+    run on that size's session, so that each session only ever sees one input shape. ONNX Runtime's
+    CUDA convolutions keep the cuDNN plan of the last input shape alone and build every
+    convolution's plan anew when the shape changes: about 1 s for the detector on an H200 (1.0 to
+    1.9 s at batch sizes 2 to 16), with cuDNN's HEURISTIC choice as with EXHAUSTIVE. A batcher that
+    forms a new size every few runs then spends its time planning (2 to 8 images/s where batching
+    off served 300), and warming up every size beforehand does not help."""
 
     BUFFERS = 4
 
@@ -206,6 +224,8 @@ class SessionRunner:
         self._lock = threading.Lock()
         self._in_flight = 0
         self.lone_runs = 0                                # runs that took the lone session
+        self.sized: dict[int, ort.InferenceSession] | None = None
+        self.batch_sizes: list[int] = []                  # the sizes of ``sized``, ascending; [] = any
 
     def follow(self, settings: Settings) -> None:
         """The server's choice for this runner: IO binding where ``SIGHTLINE_IO_BINDING`` asks and
@@ -216,9 +236,24 @@ class SessionRunner:
         """Take ``session`` (the same model on more threads) for runs that start alone."""
         self.lone, self.lone_threads = session, session.get_session_options().intra_op_num_threads
 
+    def use_batch_sizes(self, sized: dict[int, ort.InferenceSession]) -> None:
+        """Run only at the batch sizes of ``sized``, each on its session (the same model)."""
+        self.sized, self.batch_sizes = dict(sized), sorted(sized)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.sized is None:
+            return self._choose(self.session, batch)
+        n, top = len(batch), self.batch_sizes[-1]
+        if n > top:                                       # the batcher never forms one: split rather than fail
+            return np.concatenate([self.run(batch[i:i + top]) for i in range(0, n, top)])
+        size = next(s for s in self.batch_sizes if s >= n)
+        if size > n:
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        return self._choose(self.sized[size], batch)[:n]
+
+    def _choose(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
         if self.lone is None:                             # no choice to make: no count to keep
-            return self._run(batch)
+            return self._run(session, batch)
         with self._lock:
             self._in_flight += 1
             alone = self._in_flight == 1
@@ -226,15 +261,15 @@ class SessionRunner:
         try:
             if alone:
                 return self.lone.run([self.output_name], {self.input_name: batch})[0]
-            return self._run(batch)
+            return self._run(session, batch)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
         if not self.io_binding:
-            return self.session.run([self.output_name], {self.input_name: batch})[0]
-        binding, buffers = self._thread_state()
+            return session.run([self.output_name], {self.input_name: batch})[0]
+        binding, buffers = self._thread_state(session)
         key = (batch.shape, batch.dtype.str)
         value = buffers.pop(key, None)
         if value is None:
@@ -245,11 +280,14 @@ class SessionRunner:
         value.update_inplace(np.ascontiguousarray(batch))
         binding.bind_ortvalue_input(self.input_name, value)
         binding.bind_output(self.output_name, self.device, 0)
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _thread_state(self) -> tuple[ort.IOBinding, OrderedDict[tuple, ort.OrtValue]]:
-        local = self._local
-        if not hasattr(local, "binding"):             # an IOBinding is not shared between threads
-            local.binding, local.buffers = self.session.io_binding(), OrderedDict()
-        return local.binding, local.buffers
+    def _thread_state(self, session: ort.InferenceSession | None = None
+                      ) -> tuple[ort.IOBinding, OrderedDict[tuple, ort.OrtValue]]:
+        """This thread's binding and buffers for ``session`` (the runner's own by default)."""
+        session = session or self.session
+        states = self._local.__dict__.setdefault("states", {})
+        if id(session) not in states:                 # an IOBinding is not shared between threads
+            states[id(session)] = session.io_binding(), OrderedDict()
+        return states[id(session)]

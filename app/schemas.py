@@ -58,6 +58,9 @@ class ModelInfo(BaseModel):
     lone_run_threads: int = Field(description=(
         "ONNX Runtime threads of the second session a run takes when no other run of this model is in "
         "flight; 0: none (every run on the thread plan's own session)"))
+    batch_sizes: list[int] | None = Field(description=(
+        "the only batch sizes this model runs at, each on a session of its own, a batch padded up to the "
+        "next (SIGHTLINE_FIXED_BATCH_SIZES; on CUDA by default); null: any size up to SIGHTLINE_MAX_BATCH"))
     metadata: dict[str, Any]
 
 

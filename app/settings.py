@@ -31,9 +31,14 @@ class Settings(BaseSettings):
         "on CUDA, copy each batch into input buffers kept on the GPU between runs (ONNX Runtime IO "
         "binding) instead of handing ONNX Runtime numpy arrays; off: it measured slower for the detector "
         "on an H200 (README: Serving runtime)"))
+    fixed_batch_sizes: Literal["auto", "on", "off"] = Field("auto", description=(
+        "run each model only at batch sizes 1, 2, 4, 8, ... and max_batch, a batch padded with zero rows "
+        "up to the next of them, each size on a session of its own (one input shape per session); auto: "
+        "on CUDA, where ONNX Runtime plans every convolution anew (about 1 s for the detector on an "
+        "H200) whenever a session's input shape changes"))
     warmup: Literal["auto", "on", "off"] = Field("auto", description=(
-        "run every model once at each batch size from 1 to max_batch before /readyz turns ready; auto: "
-        "on CUDA, whose first run at each new shape is slow"))
+        "run every model once at each batch size it can run at (1 to max_batch, or its fixed batch sizes) "
+        "before /readyz turns ready; auto: on CUDA, whose first run at each new shape is slow"))
     identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))

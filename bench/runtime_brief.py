@@ -1,7 +1,8 @@
 """``python -m bench.runtime_brief SECONDS OUT.json``: the serving runtime's figures in a few minutes,
-for a machine lent for a short while (a GPU): a fresh session's first run at each batch size, raw
-ONNX Runtime with and without IO binding, the batched and the unbatched server at 1, 4, 16 and 64
-clients (section 9's code, one turn each), each server's start-up to ready (the warm-up on CUDA) and
+for a machine lent for a short while (a GPU): a fresh session's first run at each batch size, then
+runs at sizes it has seen, in turn (does a session keep what it planned for a shape once another
+comes?), raw ONNX Runtime with and without IO binding, the batched and the unbatched server at 1, 4,
+16 and 64 clients (section 9's code, one turn each), each server's start-up to ready (the warm-up on CUDA) and
 its models' providers (``/models``), and an overload at twice the batched server's 16-client rate on
 the fixed-limit server and on one with the default adaptive limit that has first served one client
 alone. The figures are written to OUT after every step, and the run stops taking new steps near the
@@ -39,7 +40,7 @@ def started(r: dict, name: str, settings: dict[str, str] | None):
         models = httpx.get(f"{server.base_url}/models", timeout=10.0).json()
         r.setdefault("servers", {})[name] = {
             "ready_s": time.monotonic() - t,
-            "models": {m["name"]: {k: m.get(k) for k in ("execution_provider", "io_binding")}
+            "models": {m["name"]: {k: m.get(k) for k in ("execution_provider", "io_binding", "batch_sizes")}
                        for m in models.get("models", [])}}
         yield server
 
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     raw = RawBound(ROOT / "models" / "detector.onnx", settings, jpegs)
     r["machine"] = describe_machine(raw.whole.provider)
-    r["settings"] = settings.model_dump(include={"device", "cuda_conv_algo_search", "io_binding", "warmup", "max_batch",
-                                                 "max_delay_ms", "max_in_flight"})
+    r["settings"] = settings.model_dump(include={"device", "cuda_conv_algo_search", "io_binding", "warmup",
+                                                 "fixed_batch_sizes", "max_batch", "max_delay_ms", "max_in_flight"})
     r["first_call_ms"] = {}
     for b in (1, 2, 4, 8, 16):                    # the session has run batch 1 once, in its layout check
         x = make_batch(raw.tensors, b)
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         raw.whole.run(x)
         r["first_call_ms"][b] = (time.perf_counter() - start) * 1000
     save(f"first run at each batch size, ms: {({b: round(v) for b, v in r['first_call_ms'].items()})}")
+    r["switch_ms"] = []                           # sizes seen before, one after another: is only the last kept?
+    for b in (1, 2, 1, 2, 16, 1, 1):
+        x = make_batch(raw.tensors, b)
+        start = time.perf_counter()
+        raw.whole.run(x)
+        r["switch_ms"].append([b, (time.perf_counter() - start) * 1000])
+    save(f"sizes seen before, in turn, ms: {[(b, round(v)) for b, v in r['switch_ms']]}")
     r["raw"] = []
     for bound in (True, False):
         r["raw"] += [bench_raw_bound(raw.whole, raw.tensors, b, 200, 10, bound) for b in BATCHES]

@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session, providers,
-                         thread_plan)
+from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session,
+                         fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -215,3 +215,76 @@ def test_warm_up_runs_every_model_at_every_batch_size_before_ready(tmp_path, mon
         sizes = seen.get(id(m.session), [])
         assert (sizes[-3:] == [1, 2, 3]) == warmed, (m.path.name, sizes)
         assert len(sizes) <= (4 if warmed else 1)      # the detectors' own layout check runs batch 1 once
+
+
+@pytest.mark.parametrize("max_batch,sizes", [(1, [1]), (2, [1, 2]), (3, [1, 2, 3]), (12, [1, 2, 4, 8, 12]),
+                                             (16, [1, 2, 4, 8, 16])])
+def test_fixed_batch_sizes_are_powers_of_two_then_max_batch(max_batch, sizes):
+    assert fixed_batch_sizes(max_batch) == sizes
+
+
+class ShapeLog:
+    """A session that records the batch sizes it is run at (plain runs; bound runs pass through)."""
+
+    def __init__(self, session):
+        self.session, self.sizes = session, []
+
+    def run(self, outputs, feeds):
+        self.sizes.append(len(next(iter(feeds.values()))))
+        return self.session.run(outputs, feeds)
+
+    def io_binding(self):
+        return self.session.io_binding()
+
+    def run_with_iobinding(self, binding):
+        return self.session.run_with_iobinding(binding)
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_fixed_batch_sizes_pad_each_batch_and_keep_one_shape_per_session(io_binding):
+    """With fixed sizes 1, 2, 4 a batch of 3 runs padded to 4 on the size-4 session, 5 rows as 4 + 1;
+    every session sees one batch size only, and each row's output is what the model gives it unpadded."""
+    path = BUNDLED_MODELS / "landmarks.onnx"
+    settings = Settings(device="cpu", inference_instances=1, intra_op_threads=1)
+    plain = SessionRunner(create_session(path, settings))
+    logs = {s: ShapeLog(create_session(path, settings)) for s in (1, 2, 4)}
+    runner = SessionRunner(create_session(path, settings), io_binding=io_binding)
+    runner.use_batch_sizes(logs)
+    assert runner.batch_sizes == [1, 2, 4]
+    size = plain.session.get_inputs()[0].shape[2]
+    rng = np.random.default_rng(2)
+    for n in (3, 1, 2, 5, 4, 1, 3):
+        batch = rng.random((n, 3, size, size), np.float32)
+        copy = batch.copy()
+        got = runner.run(batch)
+        assert got.shape[0] == n
+        np.testing.assert_allclose(got, plain.run(batch), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(batch, copy)
+    if not io_binding:
+        assert {s: set(log.sizes) for s, log in logs.items()} == {1: {1}, 2: {2}, 4: {4}}
+        assert [len(log.sizes) for log in logs.values()] == [3, 1, 4]     # 1, 1, 5->4+1 | 2 | 3, 5->4, 4, 3
+
+
+@pytest.mark.parametrize("fixed,sizes", [("on", [1, 2, 4, 5]), ("auto", None), ("off", None)])
+def test_the_server_runs_fixed_batch_sizes_where_asked_and_warms_each(tmp_path, monkeypatch, fixed, sizes):
+    """SIGHTLINE_FIXED_BATCH_SIZES=on: every model gets one session per size (1, 2, 4, max_batch 5),
+    the first the session it was loaded with; the warm-up runs each size once; /models reports them.
+    auto: only on CUDA (not here); off: never."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.conftest import wait_ready
+
+    seen = _batch_sizes_run(monkeypatch)
+    settings = Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", warmup="on", max_batch=5,
+                        fixed_batch_sizes=fixed)
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        listed = c.get("/models").json()["models"]
+        models = c.app.state.registry.describe()
+    assert len(listed) == 5 and all(m["batch_sizes"] == sizes for m in listed)
+    for m in models:
+        assert m.runner.batch_sizes == (sizes or [])
+        assert seen[id(m.session)][-(len(sizes or range(5))):] == (sizes or [1, 2, 3, 4, 5])
+        if sizes:
+            assert m.runner.sized[1] is m.session and len({id(s) for s in m.runner.sized.values()}) == len(sizes)

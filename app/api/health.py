@@ -37,7 +37,7 @@ async def models(registry: RegistryDep) -> ModelsResponse:
     return ModelsResponse(models=[
         ModelInfo(name=m.meta.name, task=m.meta.task, version=m.meta.version, file=m.path.name,
                   execution_provider=m.provider, io_binding=m.runner.io_binding,
-                  lone_run_threads=m.runner.lone_threads,
+                  lone_run_threads=m.runner.lone_threads, batch_sizes=m.runner.batch_sizes or None,
                   metadata=m.raw_metadata)
         for m in registry.describe()])
 
