@@ -98,16 +98,24 @@ class BatchSettings:
     instances: int = 1           # runs of one model in flight at once
 
 
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class DynamicBatcher:
     """Batches ``run`` (``(B, ...) float32 → (B, ...)``) across concurrent ``infer`` calls."""
 
     def __init__(self, name: str, run: Callable[[np.ndarray], np.ndarray], settings: BatchSettings,
-                 observer: BatchObserver | None = None, in_flight: Callable[[], int] | None = None) -> None:
+                 observer: BatchObserver | None = None, in_flight: Callable[[], int] | None = None,
+                 stack: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
         """``in_flight``: how many requests the server is serving now, anywhere in their pipelines;
-        when all of them already wait here, nobody can join the batch and it runs at once."""
+        when all of them already wait here, nobody can join the batch and it runs at once. ``stack``:
+        the requests' rows as one batch for ``run``, which may add rows after them (the model's fixed
+        batch sizes, ``SessionRunner.stack``); by default they are concatenated."""
         if settings.max_batch < 1 or settings.max_queue < 1 or settings.max_delay_ms < 0 or settings.instances < 1:
             raise ValueError(f"bad batch settings {settings}")
         self.name, self.run, self.settings, self.in_flight = name, run, settings, in_flight
+        self.stack = stack or _concatenate
         self.observer = observer or BatchObserver()
         self.observer.register(name)
         self._pending: deque[_Request] = deque()
@@ -243,7 +251,7 @@ class DynamicBatcher:
     def _stack_and_run(self, parts: list[np.ndarray]) -> np.ndarray:
         """On the inference thread: the requests' rows stacked (a copy of megabytes for a batch of
         photos, which would stall the event loop: 15 % of its busy time at 16 clients), then run."""
-        return self.run(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return self.run(self.stack(parts))
 
     async def _run(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
         rows = sum(len(r.rows) for r in batch)

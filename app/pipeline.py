@@ -75,7 +75,9 @@ class Engine:
         self.active = 0   # pipelines being driven now (a batcher waits for company only while others are)
 
     def add(self, model: Runnable, name: str) -> DynamicBatcher:
-        batcher = DynamicBatcher(name, model.run, self.settings, self.observer, in_flight=lambda: self.active)
+        runner = getattr(model, "runner", None)          # a served model's SessionRunner; a test's fake has none
+        batcher = DynamicBatcher(name, model.run, self.settings, self.observer, in_flight=lambda: self.active,
+                                 stack=runner.stack if runner is not None else None)
         self.batchers[id(model)] = batcher
         batcher.start()
         return batcher

@@ -240,16 +240,35 @@ class SessionRunner:
         """Run only at the batch sizes of ``sized``, each on its session (the same model)."""
         self.sized, self.batch_sizes = dict(sized), sorted(sized)
 
+    def _size_for(self, n: int) -> int:
+        """The fixed batch size a batch of ``n`` rows runs at (``n`` when sizes are not fixed or
+        ``n`` is above them all)."""
+        return next((s for s in self.batch_sizes if s >= n), n)
+
+    def stack(self, parts: list[np.ndarray]) -> np.ndarray:
+        """``parts`` as one batch, zero rows already added up to its fixed batch size: one copy
+        where stacking and then padding would make two (the batcher's; ``run`` returns a row for
+        every row it is given, the added ones too)."""
+        n = sum(len(p) for p in parts)
+        size = self._size_for(n)
+        if size == n:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out = np.empty((size, *parts[0].shape[1:]), parts[0].dtype)
+        start = 0
+        for part in parts:
+            out[start:start + len(part)] = part
+            start += len(part)
+        out[n:] = 0
+        return out
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.sized is None:
             return self._choose(self.session, batch)
         n, top = len(batch), self.batch_sizes[-1]
         if n > top:                                       # the batcher never forms one: split rather than fail
             return np.concatenate([self.run(batch[i:i + top]) for i in range(0, n, top)])
-        size = next(s for s in self.batch_sizes if s >= n)
-        if size > n:
-            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
-        return self._choose(self.sized[size], batch)[:n]
+        size = self._size_for(n)
+        return self._choose(self.sized[size], self.stack([batch]) if size > n else batch)[:n]
 
     def _choose(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
         if self.lone is None:                             # no choice to make: no count to keep

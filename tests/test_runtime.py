@@ -14,6 +14,8 @@ from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, ava
                          fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
+from tests.images import jpeg_bytes
+from training.synth.scenes import SceneConfig, render_scene
 
 
 @pytest.mark.parametrize("cores,want", [(1, ThreadPlan(1, 1, 1, 1)), (2, ThreadPlan(2, 1, 2, 2)),
@@ -263,6 +265,11 @@ def test_fixed_batch_sizes_pad_each_batch_and_keep_one_shape_per_session(io_bind
     if not io_binding:
         assert {s: set(log.sizes) for s, log in logs.items()} == {1: {1}, 2: {2}, 4: {4}}
         assert [len(log.sizes) for log in logs.values()] == [3, 1, 4]     # 1, 1, 5->4+1 | 2 | 3, 5->4, 4, 3
+    parts = [rng.random((1, 3, size, size), np.float32), rng.random((2, 3, size, size), np.float32)]
+    stacked = runner.stack(parts)                  # the batcher's one copy: padded to 4 already
+    assert stacked.shape[0] == 4 and not stacked[3].any()
+    np.testing.assert_array_equal(stacked[:3], np.concatenate(parts))
+    assert runner.stack(parts[1:]) is parts[1] and plain.stack(parts).shape[0] == 3
 
 
 @pytest.mark.parametrize("fixed,sizes", [("on", [1, 2, 4, 5]), ("auto", None), ("off", None)])
@@ -278,13 +285,24 @@ def test_the_server_runs_fixed_batch_sizes_where_asked_and_warms_each(tmp_path, 
     seen = _batch_sizes_run(monkeypatch)
     settings = Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", warmup="on", max_batch=5,
                         fixed_batch_sizes=fixed)
+    rng = np.random.default_rng(4)
+    photos = [jpeg_bytes(render_scene(rng, SceneConfig()).image) for _ in range(3)]
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         listed = c.get("/models").json()["models"]
         models = c.app.state.registry.describe()
+        warmed = {k: list(v) for k, v in seen.items()}
+        together = c.post("/detect", files=[("image", (f"{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)])
+        alone = [c.post("/detect", files={"image": ("a.jpg", p, "image/jpeg")}) for p in photos]
+    # three rows in one run (padded to 4 when sizes are fixed) answer as each alone
+    assert together.status_code == 200 and sum(len(r["detections"]) for r in together.json()["results"]) > 0
+    for got, want in zip(together.json()["results"], alone):
+        assert [d["label"] for d in got["detections"]] == [d["label"] for d in want.json()["detections"]]
+        for d, w in zip(got["detections"], want.json()["detections"]):
+            np.testing.assert_allclose(list(d["box"].values()), list(w["box"].values()), atol=0.05)
     assert len(listed) == 5 and all(m["batch_sizes"] == sizes for m in listed)
     for m in models:
         assert m.runner.batch_sizes == (sizes or [])
-        assert seen[id(m.session)][-(len(sizes or range(5))):] == (sizes or [1, 2, 3, 4, 5])
+        assert warmed[id(m.session)][-(len(sizes or range(5))):] == (sizes or [1, 2, 3, 4, 5])
         if sizes:
             assert m.runner.sized[1] is m.session and len({id(s) for s in m.runner.sized.values()}) == len(sizes)
