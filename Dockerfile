@@ -29,6 +29,6 @@ RUN useradd --system --uid 10001 sightline && mkdir -p /data && chown sightline 
 USER sightline
 ENV SIGHTLINE_HOST=0.0.0.0 SIGHTLINE_PORT=8000 SIGHTLINE_MODELS_DIR=/srv/sightline/models SIGHTLINE_DATA_DIR=/data
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8000/readyz || exit 1
 CMD [".venv/bin/python", "-m", "app"]
