@@ -151,6 +151,21 @@ def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) ->
             "refused_latency": summarize_ms(refused)}
 
 
+def random_arrivals(server: Server, jpegs: list[bytes], rate: float, seconds: float, seed: int = 3) -> dict:
+    """Requests arriving at random (Poisson) at ``rate``, each on a fresh connection, as independent
+    clients arrive: how many were answered, their latency, and the server's cores busy. Unlike the
+    closed loop, answers do not pace the arrivals, so a batch's requests finishing together do not
+    come back together."""
+    host, port, requests = _requests(server, jpegs, keep_alive=False)
+    cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
+    results = asyncio.run(open_loop(host, port, requests, rate, seconds, seed=seed))
+    wall = time.perf_counter() - t0
+    ok = [r.seconds for r in results if r.status == 200]
+    return {"rate_per_s": rate, "seconds": seconds, "sent": len(results), "ok": len(ok),
+            "refused": sum(r.status == 503 for r in results), "latency": summarize_ms(ok),
+            "server_cpu_cores": (process_cpu_seconds(server.pid) - cpu0) / wall}
+
+
 def mixed_sizes(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float) -> dict:
     """Open-loop arrivals of ``jpegs`` at ``rate`` and of ``phones`` at ``rate / SMALL_PER_PHONE`` (at
     least one) beside them, at random (Poisson), each on a fresh connection: for each, how many were

@@ -2,12 +2,13 @@
 for a machine lent for a short while (a GPU): a fresh session's first run at each batch size, then
 runs at sizes it has seen, in turn (does a session keep what it planned for a shape once another
 comes?), raw ONNX Runtime with and without IO binding, the batched and the unbatched server at 1, 4,
-16 and 64 clients (section 9's code, one turn each), each server's start-up to ready (the warm-up on CUDA) and
-its models' providers (``/models``), and an overload at twice the batched server's 16-client rate on
-the fixed-limit server and on one with the default adaptive limit that has first served one client
-alone. The figures are written to OUT after every step, and the run stops taking new steps near the
-deadline, so a run cut short still leaves what it measured. Run it with the environment the server
-should see (``SIGHTLINE_DEVICE=cuda``)."""
+16 and 64 clients (section 9's code, one turn each; on CUDA a batched server with two runs in flight
+too), the same servers under random arrivals at 0.8 times the unbatched server's 16-client rate,
+each server's start-up to ready (the warm-up on CUDA) and its models' providers (``/models``), and
+an overload at twice the batched server's 16-client rate on the fixed-limit server and on one with
+the default adaptive limit that has first served one client alone. The figures are written to OUT
+after every step, and the run stops taking new steps near the deadline, so a run cut short still
+leaves what it measured. Run it with the environment the server should see (``SIGHTLINE_DEVICE=cuda``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from app.settings import Settings
 from bench.images import make_jpegs
 from bench.inference import bench_raw_bound, make_batch
 from bench.machine import describe_machine
-from bench.runtime import MODES, RawBound, learnt_overload, measure_levels, overload
+from bench.runtime import MODES, RawBound, learnt_overload, measure_levels, overload, random_arrivals
 from bench.server import ROOT, uvicorn_server
 
 CLIENTS = (1, 4, 16, 64)
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         save(f"raw, IO binding {bound}: " + ", ".join(f"batch {x['batch']} {x['images_per_s']:.0f}/s"
                                                        for x in r["raw"] if x["io_binding"] == bound))
     with ExitStack() as stack:
-        servers = {m: stack.enter_context(started(r, m, MODES[m])) for m in ("batched", "unbatched")}
+        modes = {m: MODES[m] for m in ("batched", "unbatched")}
+        if raw.plan.instances == 1:         # CUDA: does a second run in flight (copies beside kernels) pay?
+            modes["batched_two_runs"] = {**MODES["batched"], "SIGHTLINE_INFERENCE_INSTANCES": "2"}
+        servers = {m: stack.enter_context(started(r, m, env)) for m, env in modes.items()}
         save("servers ready: " + ", ".join(f"{m} {v['ready_s']:.1f} s" for m, v in r["servers"].items()))
         r["levels"] = []
         for c in CLIENTS:
@@ -98,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                                              f"{levels[m][0]['latency']['p99_ms']:.0f} ms" for m in levels)
                  + f", raw {turns[0]['images_per_s']:.0f}/s at batch {turns[0]['batch']}")
         top = next((x for x in r["levels"] if x["clients"] == 16), None)
+        if top and time.monotonic() < deadline - 25 - 10 * len(servers):
+            rate = 0.8 * top["unbatched"]["images_per_s"]
+            r["random_arrivals"] = {m: random_arrivals(server, jpegs, rate, 8.0) for m, server in servers.items()}
+            save(f"random arrivals at {rate:.0f}/s: " + ", ".join(
+                f"{m} {x['ok']} answered p50 {x['latency'].get('median_ms', 0):.0f} ms p99 "
+                f"{x['latency'].get('p99_ms', 0):.0f} ms on {x['server_cpu_cores']:.1f} cores"
+                for m, x in r["random_arrivals"].items()))
         if top and time.monotonic() < deadline - 25:
             r["overload"] = overload(servers["batched"], jpegs, 2 * top["batched"]["images_per_s"], 10.0)
             save(f"overload: {r['overload']['ok']} admitted, {r['overload']['refused']} refused")
