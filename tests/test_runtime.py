@@ -306,3 +306,23 @@ def test_the_server_runs_fixed_batch_sizes_where_asked_and_warms_each(tmp_path, 
         assert warmed[id(m.session)][-(len(sizes or range(5))):] == (sizes or [1, 2, 3, 4, 5])
         if sizes:
             assert m.runner.sized[1] is m.session and len({id(s) for s in m.runner.sized.values()}) == len(sizes)
+
+
+def test_on_cuda_fixed_batch_sizes_and_the_warm_up_are_the_default(tmp_path, monkeypatch):
+    """The defaults (``auto``) where a session runs on CUDA, the device faked on this CPU machine:
+    every model gets its fixed sizes and is warmed at each of them before the models are served."""
+    from app.registry import ModelRegistry, load_models
+
+    real_init = SessionRunner.__init__
+
+    def on_cuda(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.device = "cuda"
+
+    monkeypatch.setattr(SessionRunner, "__init__", on_cuda)
+    seen = _batch_sizes_run(monkeypatch)
+    registry = ModelRegistry()
+    load_models(Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", max_batch=8), registry)
+    for m in registry.describe():
+        assert m.runner.batch_sizes == [1, 2, 4, 8] and len(m.runner.sized) == 4
+        assert seen[id(m.session)][-4:] == [1, 2, 4, 8]
