@@ -124,7 +124,7 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
 def warm_up(models: list[ObjectDetector | LandmarkModel | FaceEmbedder | Segmenter], max_batch: int) -> None:
     """Run each model once at every batch size it can run at (its fixed sizes, else 1..max_batch),
     so that no request pays for a first run at a new shape. On CUDA that first run is slow: ONNX
-    Runtime plans every convolution for the shape (1.0-1.9 s per batch size for the detector on an
+    Runtime plans every convolution for the shape (0.6-1.9 s per batch size for the detector on an
     H200). On the CPU (``SIGHTLINE_WARMUP=on``) these runs, each alone, take the lone sessions where
     there are some."""
     t0 = time.perf_counter()

@@ -202,7 +202,7 @@ class SessionRunner:
     batch size: a batch of n rows is padded with zero rows up to the smallest size of at least n and
     run on that size's session, so that each session only ever sees one input shape. ONNX Runtime's
     CUDA convolutions keep the cuDNN plan of the last input shape alone and build every
-    convolution's plan anew when the shape changes: about 1 s for the detector on an H200 (1.0 to
+    convolution's plan anew when the shape changes: about 1 s for the detector on an H200 (0.6 to
     1.9 s at batch sizes 2 to 16), with cuDNN's HEURISTIC choice as with EXHAUSTIVE. A batcher that
     forms a new size every few runs then spends its time planning (2 to 8 images/s where batching
     off served 300), and warming up every size beforehand does not help."""
