@@ -139,31 +139,25 @@ def measure_levels(servers: dict[str, Server], jpegs: list[bytes], clients: tupl
     return levels, raw_turns
 
 
-def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float) -> dict:
-    """Open-loop arrivals at ``rate``, each on a fresh connection: the latency of those admitted and
-    of those refused (503)."""
+def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float, seed: int | None = None) -> dict:
+    """Open-loop arrivals at ``rate`` (evenly spaced; with ``seed`` at random), each on a fresh
+    connection: the latency of those admitted and of those refused (503), and the server's cores busy."""
     host, port, requests = _requests(server, jpegs, keep_alive=False)
-    results = asyncio.run(open_loop(host, port, requests, rate, seconds))
+    cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
+    results = asyncio.run(open_loop(host, port, requests, rate, seconds, seed=seed))
+    cores = (process_cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
     ok = [r.seconds for r in results if r.status == 200]
     refused = [r.seconds for r in results if r.status == 503]
     return {"rate_per_s": rate, "seconds": seconds, "sent": len(results), "ok": len(ok), "refused": len(refused),
             "other": len(results) - len(ok) - len(refused), "admitted_latency": summarize_ms(ok),
-            "refused_latency": summarize_ms(refused)}
+            "refused_latency": summarize_ms(refused), "server_cpu_cores": cores}
 
 
 def random_arrivals(server: Server, jpegs: list[bytes], rate: float, seconds: float, seed: int = 3) -> dict:
-    """Requests arriving at random (Poisson) at ``rate``, each on a fresh connection, as independent
-    clients arrive: how many were answered, their latency, and the server's cores busy. Unlike the
-    closed loop, answers do not pace the arrivals, so a batch's requests finishing together do not
-    come back together."""
-    host, port, requests = _requests(server, jpegs, keep_alive=False)
-    cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
-    results = asyncio.run(open_loop(host, port, requests, rate, seconds, seed=seed))
-    wall = time.perf_counter() - t0
-    ok = [r.seconds for r in results if r.status == 200]
-    return {"rate_per_s": rate, "seconds": seconds, "sent": len(results), "ok": len(ok),
-            "refused": sum(r.status == 503 for r in results), "latency": summarize_ms(ok),
-            "server_cpu_cores": (process_cpu_seconds(server.pid) - cpu0) / wall}
+    """``overload``'s open loop with arrivals at random (Poisson), as independent clients arrive, at
+    any rate. Unlike the closed loop, answers do not pace the arrivals, so a batch's requests
+    finishing together do not come back together."""
+    return overload(server, jpegs, rate, seconds, seed=seed)
 
 
 def mixed_sizes(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float) -> dict:
@@ -271,13 +265,13 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                                                               warmup_s)
     with uvicorn_server(models_dir) as server:      # the defaults: the adaptive concurrency limit
         modes["batched"]["overload_adaptive"] = learnt_overload(server, jpegs, rate, overload_seconds,
-                                                                 max(seconds / 2, warmup_s))
+                                                                max(seconds / 2, warmup_s))
     with uvicorn_server(models_dir, settings=STRICT) as server:   # latency first: the same, for both loads
         if phones:
             modes["batched"]["mixed_strict"] = _fresh_mixed(server, jpegs, phones, mixed_rate, mixed_seconds,
                                                             warmup_s)
         modes["batched"]["overload_strict"] = learnt_overload(server, jpegs, rate, overload_seconds,
-                                                               max(seconds / 2, warmup_s))
+                                                              max(seconds / 2, warmup_s))
     others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:

@@ -13,7 +13,7 @@ import pytest
 from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session,
                          fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
-from tests.conftest import BUNDLED_MODELS
+from tests.conftest import BUNDLED_MODELS, wait_ready
 from tests.images import jpeg_bytes
 from training.synth.scenes import SceneConfig, render_scene
 
@@ -280,7 +280,6 @@ def test_the_server_runs_fixed_batch_sizes_where_asked_and_warms_each(tmp_path, 
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from tests.conftest import wait_ready
 
     seen = _batch_sizes_run(monkeypatch)
     settings = Settings(models_dir=BUNDLED_MODELS, data_dir=tmp_path, device="cpu", warmup="on", max_batch=5,
