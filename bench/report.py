@@ -181,6 +181,35 @@ def _raw_ways(rt: dict) -> str:
                      for x in rt["raw"] if "one_run_images_per_s" in x) or "one way measured"
 
 
+def cpu_table(rt: dict, clients: int, c: dict) -> Table:
+    """Section 9b: the CPU one served photo costs, the least any server needs against what it took."""
+    f, h = rt["front_cpu_ms"], rt["http_floor"]
+    batches = ", ".join(sorted({str(t["batch"]) for t in rt["raw_turns"]}))
+    rows = [[f"the model's run at batch {batches} (raw ONNX Runtime, the cheaper way)", _f(c["model_ms_at_batch"], 2)],
+            ["decoding the JPEG", _f(f["decode"], 2)],
+            ["letterbox into the input tensor", _f(f["preprocess"], 2)],
+            ["boxes from the model's rows (NMS included)", _f(f["postprocess"], 2)],
+            ["HTTP floor, server: FastAPI on uvicorn reading the upload, a small JSON back (bench/floor_app.py)",
+             _f(h["server_cpu_ms_per_request"], 2)],
+            ["HTTP floor, clients (bench/rawhttp.py, on the same cores)", _f(h["client_cpu_ms_per_request"], 2)],
+            ["least in all", _f(c["model_ms_at_batch"] + c["vision_ms"] + c["http_ms"], 2)],
+            [f"the batched server and its clients at {clients} clients (section 9)", _f(c["served_ms"], 2)],
+            ["the rest: batching, routing, middleware, the detections' JSON, scheduling", _f(c["rest_ms"], 2)]]
+    if "unbatched_served_ms" in c:
+        rows += [[f"the unbatched server and its clients at {clients} clients (section 9)",
+                  _f(c["unbatched_served_ms"], 2)],
+                 [f"its rest, beside the model's run at batch 1 ({_f(c['model_ms_batch_1'], 2)} ms) and the same "
+                  "vision work and HTTP floor", _f(c["unbatched_rest_ms"], 2)]]
+    note = (f"CPU ms per photo: the model's run from the raw turns of section 9; the vision work on one thread, "
+            f"mean of {f['images']} photos as the server does it; the HTTP floor under {h['clients']} closed-loop "
+            f"clients for {h['seconds']:.0f} s ({_f(h['requests_per_s'])} requests/s). On {c['cores']} cores no server "
+            f"can serve more than {c['cores']} x 1000 / the least in all = "
+            f"{_f(c['cores'] * 1000 / (c['model_ms_at_batch'] + c['vision_ms'] + c['http_ms']))} images/s at that batch "
+            f"({_f(c['cores'] * 1000 / (c['model_ms_cheapest'] + c['vision_ms'] + c['http_ms']))} with the model at its "
+            f"cheapest, {_f(c['model_ms_cheapest'], 2)} ms): the ceilings of section 10.")
+    return Table("9b. Serving runtime: where a served photo's CPU goes", ["CPU per photo", "ms"], rows, note)
+
+
 def runtime_tables(r: dict) -> list[Table]:
     rt = r["runtime"]
     rows = []
@@ -213,8 +242,21 @@ def runtime_tables(r: dict) -> list[Table]:
                  ["server", "clients", "ok", "errors", "images/s", "p50 ms", "p99 ms", "mean batch",
                   "server CPU ms/image", "raw ORT images/s at that batch", "server / raw"], rows, note)]
     ratios = r["runtime_ratios"]
-    rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"],
-            [f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"]]
+    ceiling = ratios.get("ceiling")
+    if ceiling:
+        out.append(cpu_table(rt, ratios["clients"], ceiling))
+    rows = [[f"batched / raw ONNX Runtime at {ratios['clients']} clients", _f(ratios["batched_over_raw"], 3), "0.8"]]
+    if ceiling:
+        rows += [["ceiling on these cores, batched / raw: the least CPU per photo (9b, model to HTTP floor)",
+                  _f(ceiling["over_raw"], 3), "0.8"],
+                 ["the same, the vision work alone (HTTP and the clients free)",
+                  _f(ceiling["over_raw_vision_only"], 3), "0.8"]]
+    rows.append([f"batched / unbatched at {ratios['clients']} clients", _f(ratios["batched_over_unbatched"], 3), "1.5"])
+    if ceiling:
+        rows += [["ceiling on these cores, batched / unbatched: 9b's least CPU per photo, the model at its "
+                  "cheapest batch", _f(ceiling["over_unbatched"], 3), "1.5"],
+                 ["the same, the vision work alone (HTTP and the clients free)",
+                  _f(ceiling["over_unbatched_vision_only"], 3), "1.5"]]
     if "batched_over_one_run" in ratios:
         rows.append([f"batched, runs side by side / one run at a time, at {ratios['clients']} clients",
                      _f(ratios["batched_over_one_run"], 3), ""])
@@ -247,8 +289,14 @@ def runtime_tables(r: dict) -> list[Table]:
         rows.append([f"soak {k['seconds']:g} s at {k['clients']} clients: RSS MB start / after 1 min / end / max",
                      f"{k['rss_mb_start']:.0f} / {k['rss_mb_after_first_minute']:.0f} / {k['rss_mb_end']:.0f} / "
                      f"{k['rss_mb_max']:.0f}", "flat"])
-        rows.append(["soak: RSS growth over the second half, MB per minute", _f(k["rss_mb_per_min_second_half"], 2),
-                     "~0"])
+        if "rss_peak_mb_per_min" in k:
+            rows.append([f"soak: RSS peak of each tenth of it, MB",
+                         " / ".join(f"{mb:.0f}" for _, mb in k["rss_mb_window_peaks"]), "flat"])
+            rows.append(["soak: growth of those peaks after the first tenth, MB per minute",
+                         _f(k["rss_peak_mb_per_min"], 2), "~0"])
+        else:
+            rows.append(["soak: RSS growth over the second half, MB per minute",
+                         _f(k["rss_mb_per_min_second_half"], 2), "~0"])
     out.append(Table("10. Serving runtime: targets", ["figure", "value", "target"], rows,
                      "overload: open-loop arrivals on POST /detect, each on a fresh connection, at the rate given (a "
                      "multiple of the batched server's images/s at 16 clients); unloaded p99: one client alone on "

@@ -21,7 +21,11 @@
   throughput at 16 clients, and 12-megapixel phone photos beside them (one for ``SMALL_PER_PHONE``
   small ones), each three times as long to serve: how many of each are refused, with the fixed limit
   and with the adaptive one (which must tell a large photo from a standing queue);
-- a soak: the batched server under load for ``soak_seconds``, its resident memory sampled.
+- a soak: the batched server under load for ``soak_seconds``, its resident memory sampled;
+- the ceiling this machine sets: the CPU one served photo needs at the least (the model's run at the
+  batch formed, decoding, letterbox, NMS, and the HTTP floor of a FastAPI app that only reads the
+  upload, ``bench.floor_app``, with its clients' CPU), and the throughput the cores allow at that
+  cost, against raw ONNX Runtime and the unbatched server (``ceilings``).
 """
 
 from __future__ import annotations
@@ -34,18 +38,20 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.detector import ObjectDetector
+from app.detector import DetectParams, ObjectDetector
 from app.imaging import decode_image
 from app.runtime import thread_plan
 from app.settings import Settings
 from bench.images import make_phone_jpeg
 from bench.inference import bench_raw, bench_raw_side_by_side
+from bench.machine import usable_cores
 from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
-from bench.server import Server, process_cpu_seconds, uvicorn_server
+from bench.server import ROOT, Server, process_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
 
 # the levels compare batching at fixed concurrencies: the concurrency limit stays SIGHTLINE_MAX_IN_FLIGHT
@@ -54,6 +60,8 @@ FIXED_LIMIT = {"SIGHTLINE_LATENCY_TOLERANCE": "0"}
 STRICT = {"SIGHTLINE_LATENCY_TOLERANCE": "1.25", "SIGHTLINE_STANDING_AFTER": "0"}
 MIXED_LOAD = 0.2          # the mixed-size load's small photos/s, as a share of the batched images/s at 16 clients
 SMALL_PER_PHONE = 7.5     # and one phone photo per this many small ones
+FLOOR_APP = ("bench.floor_app:app",)   # the HTTP floor: FastAPI reading the upload, no vision
+ROOT_MODELS = ROOT / "models"          # (the floor app reads none)
 
 
 def batch_totals(server: Server) -> tuple[float, float]:
@@ -85,6 +93,17 @@ def _summary(results: list[Result], wall: float) -> dict:
             "images_per_s": len(ok) / wall, "latency": summarize_ms(ok)}
 
 
+def _closed_turn(server: Server, request: tuple[str, int, list[bytes]], clients: int, seconds: float
+                 ) -> tuple[list[Result], float, float, float]:
+    """Closed-loop clients for ``seconds``: the results, the wall time, and the CPU seconds of the
+    server process and of this one (the clients; nothing else here runs meanwhile)."""
+    host, port, requests = request
+    cpu0, client0, t0 = process_cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+    results = asyncio.run(closed_loop(host, port, requests, clients, seconds))
+    return (results, time.perf_counter() - t0, process_cpu_seconds(server.pid) - cpu0,
+            time.process_time() - client0)
+
+
 @dataclass
 class _Turns:
     """One server's closed-loop turns at one concurrency, added up."""
@@ -92,23 +111,23 @@ class _Turns:
     results: list[Result] = field(default_factory=list)
     wall: float = 0.0
     cpu: float = 0.0
+    client_cpu: float = 0.0
     rows: float = 0.0
     runs: float = 0.0
 
     def take(self, server: Server, request: tuple[str, int, list[bytes]], clients: int, seconds: float) -> float:
         """One turn; returns the mean batch the batcher formed in it."""
-        host, port, requests = request
         rows0, runs0 = batch_totals(server)
-        cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
-        self.results += asyncio.run(closed_loop(host, port, requests, clients, seconds))
-        self.wall += time.perf_counter() - t0
-        self.cpu += process_cpu_seconds(server.pid) - cpu0
+        results, wall, cpu, client_cpu = _closed_turn(server, request, clients, seconds)
+        self.results += results
+        self.wall, self.cpu, self.client_cpu = self.wall + wall, self.cpu + cpu, self.client_cpu + client_cpu
         rows1, runs1 = batch_totals(server)
         self.rows, self.runs = self.rows + rows1 - rows0, self.runs + runs1 - runs0
         return (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else 1.0
 
     def level(self, clients: int) -> dict:
         return {"clients": clients, **_summary(self.results, self.wall), "server_cpu_cores": self.cpu / self.wall,
+                "client_cpu_cores": self.client_cpu / self.wall,
                 "mean_batch": self.rows / self.runs if self.runs else 0.0}
 
 
@@ -198,17 +217,37 @@ async def _soak_load(host: str, port: int, requests: list[bytes], clients: int, 
     return samples
 
 
+SOAK_WINDOWS = 10   # the soak's resident memory is read as the peak of each tenth of it
+
+
+def window_peaks(samples: list[tuple[float, float]], seconds: float, windows: int = SOAK_WINDOWS
+                 ) -> list[tuple[float, float]]:
+    """``(window's middle, peak MB)`` of ``(t, MB)`` samples cut into ``windows`` equal spans of
+    ``seconds``. Under load the resident set swings within each span (the allocator takes memory
+    for the batches in flight and hands it back: 786 to 811 MB and back within 20 s, over and
+    over), so a straight line through the samples reads those swings as growth; a leak raises the
+    peaks."""
+    span = seconds / windows
+    peaks: dict[int, float] = {}
+    for t, mb in samples:
+        k = min(int(t // span), windows - 1)
+        peaks[k] = max(peaks.get(k, 0.0), mb)
+    return [((k + 0.5) * span, peaks[k]) for k in sorted(peaks)]
+
+
 def soak(server: Server, jpegs: list[bytes], clients: int, seconds: float) -> dict:
     host, port, requests = _requests(server, jpegs)
     every = max(1.0, seconds / 60)
     samples = asyncio.run(_soak_load(host, port, requests, clients, seconds, server.pid, every))
     t = np.array([s[0] for s in samples])
     mb = np.array([s[1] for s in samples])
-    half = len(mb) // 2
-    slope = float(np.polyfit(t[half:], mb[half:], 1)[0] * 60) if len(mb) >= 4 else 0.0
+    peaks = window_peaks(samples, seconds)
+    later = peaks[1:]                  # the first span holds the start-up's growth
+    slope = float(np.polyfit([p[0] for p in later], [p[1] for p in later], 1)[0] * 60) if len(later) >= 3 else 0.0
     return {"clients": clients, "seconds": seconds, "rss_mb_start": float(mb[0]), "rss_mb_end": float(mb[-1]),
             "rss_mb_max": float(mb.max()), "rss_mb_after_first_minute": float(mb[t >= min(60.0, t[-1])][0]),
-            "rss_mb_per_min_second_half": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
+            "rss_mb_window_peaks": [[round(a, 1), round(b, 1)] for a, b in peaks],
+            "rss_peak_mb_per_min": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
 
 
 def target_clients(clients: tuple[int, ...]) -> int:
@@ -235,6 +274,47 @@ def learnt_overload(server: Server, jpegs: list[bytes], rate: float, seconds: fl
     alone = asyncio.run(closed_loop(host, port, requests, 1, alone_s))
     return {**overload(server, jpegs, rate, seconds),
             "unloaded_latency": summarize_ms([r.seconds for r in alone if r.status == 200])}
+
+
+def front_cpu_ms(detector: ObjectDetector, jpegs: list[bytes], max_pixels: int, images: int = 100) -> dict:
+    """CPU ms per photo (mean over ``images``, on this thread) of the vision work ``POST /detect``
+    does around the model for each photo: decoding, letterbox into the input tensor, and boxes from
+    the model's rows (NMS included), each as the server does it (OpenCV on one thread per call);
+    the model's run is not counted."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    spent, params = np.zeros(3), DetectParams()
+    try:
+        for i in range(images + 3):                    # the first 3 warm up
+            data = jpegs[i % len(jpegs)]
+            t0 = time.thread_time()
+            image = detector.decode(data, max_pixels)
+            t1 = time.thread_time()
+            batch, geo = detector.preprocess(image.rgb)
+            t2 = time.thread_time()
+            raw = detector.run(batch)
+            t3 = time.thread_time()
+            image.to_photo(detector.postprocess(raw[0], geo, params).boxes)
+            t4 = time.thread_time()
+            if i >= 3:
+                spent += (t1 - t0, t2 - t1, t4 - t3)
+    finally:
+        cv2.setNumThreads(threads)
+    decode, preprocess, postprocess = (spent * 1000 / images).tolist()
+    return {"images": images, "decode": decode, "preprocess": preprocess, "postprocess": postprocess}
+
+
+def http_floor(jpegs: list[bytes], clients: int, seconds: float, warmup_s: float) -> dict:
+    """``bench.floor_app`` (FastAPI on uvicorn, the upload read, no vision) under the same
+    closed-loop clients: its CPU and the clients' per request."""
+    with uvicorn_server(ROOT_MODELS, app=FLOOR_APP) as server:
+        request = _requests(server, jpegs)
+        asyncio.run(closed_loop(*request, clients, warmup_s))
+        results, wall, cpu, client_cpu = _closed_turn(server, request, clients, seconds)
+    ok = sum(r.status == 200 for r in results)
+    return {"clients": clients, "seconds": wall, "ok": ok, "requests_per_s": ok / wall,
+            "server_cpu_ms_per_request": cpu * 1000 / max(ok, 1),
+            "client_cpu_ms_per_request": client_cpu * 1000 / max(ok, 1)}
 
 
 def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
@@ -272,6 +352,8 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                                                             warmup_s)
         modes["batched"]["overload_strict"] = learnt_overload(server, jpegs, rate, overload_seconds,
                                                               max(seconds / 2, warmup_s))
+    front = front_cpu_ms(raw.side, jpegs, settings.max_pixels)
+    floor = http_floor(jpegs, target, max(seconds / 2, 1.0), warmup_s)
     others = [x for x in modes["batched"]["levels"] if x["clients"] != target]
     after = {b: raw.at(b) for b in sorted({1, *(max(1, math.ceil(x["mean_batch"])) for x in others)})}
     for level in modes["batched"]["levels"]:
@@ -284,7 +366,8 @@ def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...]
                          "standing_after": settings.standing_after,
                          "request_timeout_ms": settings.request_timeout_ms, **asdict(thread_plan(settings))},
             "seconds": seconds, "warmup_s": warmup_s, "rounds": rounds, **modes, "raw": list(after.values()),
-            "raw_turns": raw_turns, "raw_turns_clients": target, "strict_settings": STRICT, "elapsed_s": time.perf_counter() - t0}
+            "raw_turns": raw_turns, "raw_turns_clients": target, "strict_settings": STRICT, "cores": usable_cores(),
+            "front_cpu_ms": front, "http_floor": floor, "elapsed_s": time.perf_counter() - t0}
 
 
 class RawBound:
@@ -308,6 +391,8 @@ class RawBound:
         return {"batch": batch, "one_run_images_per_s": one["images_per_s"],
                 "side_by_side_images_per_s": both["images_per_s"], "runs_side_by_side": self.plan.instances,
                 "side_by_side_cpu_ms_per_image": both["cpu_ms_per_image"],
+                "one_run_cpu_ms_per_image": one["cpu_ms_per_image"],
+                "least_cpu_ms_per_image": min(one["cpu_ms_per_image"], both["cpu_ms_per_image"]),
                 "images_per_s": max(one["images_per_s"], both["images_per_s"])}
 
 
@@ -323,4 +408,41 @@ def runtime_ratios(r: dict) -> dict:
            "batched_over_unbatched": b["images_per_s"] / u["images_per_s"]}
     if "batched_one_run" in r:
         out["batched_over_one_run"] = b["images_per_s"] / at(r["batched_one_run"]["levels"])["images_per_s"]
+    if "http_floor" in r and r.get("raw_turns"):
+        out["ceiling"] = ceilings(r, b, u)
     return out
+
+
+def ceilings(r: dict, batched: dict, unbatched: dict) -> dict:
+    """The most any server doing ``POST /detect``'s work could serve on these cores, from this run's
+    own CPU costs per photo: the model's run (the cheaper of the two ways to run it, at the batch the
+    batched server formed, or at the cheapest batch measured), the vision work around it
+    (``front_cpu_ms``), and the HTTP floor's server and client CPU (``http_floor``). A server's
+    images/s cannot pass ``cores x 1000 / those ms``: CPU time adds up, and sharing the cores only
+    adds to it. Read against raw ONNX Runtime (at the batch formed) and against the unbatched
+    server; each also without the HTTP floor (the vision work alone, as if HTTP and the clients
+    cost nothing)."""
+    f, h, cores = r["front_cpu_ms"], r["http_floor"], r["cores"]
+    turns = r["raw_turns"]
+    model_at_batch = float(np.mean([t["least_cpu_ms_per_image"] for t in turns]))
+    model_cheapest = min(x["least_cpu_ms_per_image"] for x in [*r["raw"], *turns])
+    vision = f["decode"] + f["preprocess"] + f["postprocess"]
+    http = h["server_cpu_ms_per_request"] + h["client_cpu_ms_per_request"]
+    raw = float(np.mean([t["images_per_s"] for t in turns]))
+
+    def most(model_ms: float, extra: float) -> float:
+        return cores * 1000 / (model_ms + extra)
+
+    def served(level: dict) -> float:
+        return (level["server_cpu_cores"] + level.get("client_cpu_cores", 0.0)) * 1000 / level["images_per_s"]
+
+    model_alone = next(x["least_cpu_ms_per_image"] for x in r["raw"] if x["batch"] == 1)
+    return {"cores": cores, "model_ms_at_batch": model_at_batch, "model_ms_cheapest": model_cheapest,
+            "model_ms_batch_1": model_alone, "vision_ms": vision, "http_ms": http, "raw_images_per_s": raw,
+            "served_ms": served(batched), "rest_ms": served(batched) - model_at_batch - vision - http,
+            "unbatched_served_ms": served(unbatched),
+            "unbatched_rest_ms": served(unbatched) - model_alone - vision - http,
+            "over_raw": most(model_at_batch, vision + http) / raw,
+            "over_raw_vision_only": most(model_at_batch, vision) / raw,
+            "over_unbatched": most(model_cheapest, vision + http) / unbatched["images_per_s"],
+            "over_unbatched_vision_only": most(model_cheapest, vision) / unbatched["images_per_s"]}

@@ -17,6 +17,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+SIGHTLINE = ("app.main:create_app", "--factory")   # the server; bench.floor_app:app is the HTTP floor
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0, settings: dict[str, str] | None = None
-                   ) -> Iterator[Server]:
-    """``python -m uvicorn app.main:create_app --factory`` serving ``models_dir``, ready; ``settings``
-    are more ``SIGHTLINE_*`` variables."""
+def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0, settings: dict[str, str] | None = None,
+                   app: tuple[str, ...] = SIGHTLINE) -> Iterator[Server]:
+    """``python -m uvicorn app.main:create_app --factory`` (or ``app``) serving ``models_dir``, ready;
+    ``settings`` are more ``SIGHTLINE_*`` variables."""
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
+    cmd = [sys.executable, "-m", "uvicorn", *app, "--host", HOST, "--port", str(port)]
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SIGHTLINE_MODELS_DIR": str(models_dir), "SIGHTLINE_DATA_DIR": data_dir,
                **(settings or {})}
