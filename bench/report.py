@@ -203,10 +203,9 @@ def cpu_table(rt: dict, clients: int, c: dict) -> Table:
     note = (f"CPU ms per photo: the model's run from the raw turns of section 9; the vision work on one thread, "
             f"mean of {f['images']} photos as the server does it; the HTTP floor under {h['clients']} closed-loop "
             f"clients for {h['seconds']:.0f} s ({_f(h['requests_per_s'])} requests/s). On {c['cores']} cores no server "
-            f"can serve more than {c['cores']} x 1000 / the least in all = "
-            f"{_f(c['cores'] * 1000 / (c['model_ms_at_batch'] + c['vision_ms'] + c['http_ms']))} images/s at that batch "
-            f"({_f(c['cores'] * 1000 / (c['model_ms_cheapest'] + c['vision_ms'] + c['http_ms']))} with the model at its "
-            f"cheapest, {_f(c['model_ms_cheapest'], 2)} ms): the ceilings of section 10.")
+            f"can serve more than {c['cores']} x 1000 / the least in all = {_f(c['most_images_per_s_at_batch'])} "
+            f"images/s at that batch ({_f(c['most_images_per_s_cheapest'])} with the model at its cheapest, "
+            f"{_f(c['model_ms_cheapest'], 2)} ms): the ceilings of section 10.")
     return Table("9b. Serving runtime: where a served photo's CPU goes", ["CPU per photo", "ms"], rows, note)
 
 
@@ -290,7 +289,7 @@ def runtime_tables(r: dict) -> list[Table]:
                      f"{k['rss_mb_start']:.0f} / {k['rss_mb_after_first_minute']:.0f} / {k['rss_mb_end']:.0f} / "
                      f"{k['rss_mb_max']:.0f}", "flat"])
         if "rss_peak_mb_per_min" in k:
-            rows.append([f"soak: RSS peak of each tenth of it, MB",
+            rows.append(["soak: RSS peak of each tenth of it, MB",
                          " / ".join(f"{mb:.0f}" for _, mb in k["rss_mb_window_peaks"]), "flat"])
             rows.append(["soak: growth of those peaks after the first tenth, MB per minute",
                          _f(k["rss_peak_mb_per_min"], 2), "~0"])

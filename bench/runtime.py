@@ -442,6 +442,8 @@ def ceilings(r: dict, batched: dict, unbatched: dict) -> dict:
             "served_ms": served(batched), "rest_ms": served(batched) - model_at_batch - vision - http,
             "unbatched_served_ms": served(unbatched),
             "unbatched_rest_ms": served(unbatched) - model_alone - vision - http,
+            "most_images_per_s_at_batch": most(model_at_batch, vision + http),
+            "most_images_per_s_cheapest": most(model_cheapest, vision + http),
             "over_raw": most(model_at_batch, vision + http) / raw,
             "over_raw_vision_only": most(model_at_batch, vision) / raw,
             "over_unbatched": most(model_cheapest, vision + http) / unbatched["images_per_s"],
