@@ -20,7 +20,7 @@ from app.admission import AdaptiveLimit
 from app.api import detect, faces, health, segment, subjects
 from app.batching import BatchSettings
 from app.errors import install_error_handlers
-from app.gallery import Gallery, GalleryLocked
+from app.gallery import Gallery
 from app.limits import BodyLimitMiddleware
 from app.observability import Metrics, RequestMiddleware
 from app.pipeline import Engine
@@ -31,13 +31,20 @@ from app.settings import Settings
 log = logging.getLogger("sightline")
 
 
+class _GalleryFailed(RuntimeError):
+    """The face gallery could not be opened (the message is the cause's)."""
+
+
 def _start(app: FastAPI) -> None:
     """Load the models, then open the gallery for the embedder they hold (blocking: off the loop)."""
     settings, registry = app.state.settings, app.state.registry
     load_models(settings, registry)
     if registry.embedder is not None:
-        app.state.gallery = Gallery.open(settings.data_dir, registry.embedder.fingerprint,
-                                         registry.embedder.meta.embedding_dim)
+        try:
+            app.state.gallery = Gallery.open(settings.data_dir, registry.embedder.fingerprint,
+                                             registry.embedder.meta.embedding_dim)
+        except Exception as exc:
+            raise _GalleryFailed(str(exc)) from exc
 
 
 async def _load(app: FastAPI) -> None:
@@ -46,7 +53,7 @@ async def _load(app: FastAPI) -> None:
         await asyncio.get_running_loop().run_in_executor(app.state.pool, _start, app)
     except Exception as exc:  # a model or gallery that cannot be served: keep answering, say why in /readyz
         registry.error = str(exc)
-        if isinstance(exc, GalleryLocked):
+        if isinstance(exc, _GalleryFailed):
             registry.error_code = "gallery_unavailable"
         log.error("start-up failed: %s", registry.error_message)
         return

@@ -302,20 +302,41 @@ def test_identification_threshold_tightens_with_the_gallery():
     assert tighter == sorted(tighter, reverse=True)
 
 
-def test_a_second_server_on_the_same_data_directory_says_why_it_is_not_ready(tmp_path):
-    """The gallery's index lives in one process: a second server on the same data directory would
-    answer from a stale index, so it stays unready and says so in the one error shape."""
+def test_two_servers_on_one_data_directory_share_the_gallery(tmp_path):
+    """Server processes on one data directory (SIGHTLINE_WORKERS, or replicas on one volume) each
+    keep their own index in step with the database: a person enrolled through one is identified
+    through the other, and deleted through one is unknown to the other."""
+    one = Server(tmp_path)
+    two = Server(tmp_path)
+    try:
+        alice, _ = enroll(one.client, "Alice", photo(ALICE))
+        assert identify(two.client, photo(ALICE))["faces"][0]["identity"]["subject_id"] == alice
+        bob, _ = enroll(two.client, "Bob", photo(BOB))
+        assert identify(one.client, photo(BOB))["faces"][0]["identity"]["subject_id"] == bob
+        assert one.client.delete(f"/subjects/{alice}").status_code == 204
+        assert identify(two.client, photo(ALICE))["faces"][0]["identity"] is None
+        assert two.client.get(f"/subjects/{alice}").status_code == 404
+    finally:
+        two.close()
+        one.close()
+
+
+def test_a_gallery_that_cannot_be_opened_says_why_the_server_is_not_ready(tmp_path):
+    """A gallery written by a newer server: this one stays unready and says so in the one error shape."""
+    import sqlite3
     import time
 
     (tmp_path / "models").mkdir()
     for name in ("face_detector.onnx", "landmarks.onnx", "embedder.onnx"):
         (tmp_path / "models" / name).symlink_to(Path(__file__).resolve().parent.parent / "models" / name)
-    with Gallery.open(tmp_path / "data", "held-by-another-server", 128):
-        with TestClient(create_app(Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data"))) as client:
-            while (r := client.get("/readyz")).status_code == 503 and r.json()["error"]["code"] == "not_ready":
-                time.sleep(0.05)
-            assert r.status_code == 503
-            error = r.json()["error"]
-            assert error["code"] == "gallery_unavailable" and "open in another process" in error["message"]
-            r = client.post("/subjects", json={"name": "A"})
-            assert r.status_code == 503 and r.json()["error"]["code"] == "gallery_unavailable"
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "gallery.sqlite3") as db:
+        db.execute("PRAGMA user_version = 99")
+    with TestClient(create_app(Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data"))) as client:
+        while (r := client.get("/readyz")).status_code == 503 and r.json()["error"]["code"] == "not_ready":
+            time.sleep(0.05)
+        assert r.status_code == 503
+        error = r.json()["error"]
+        assert error["code"] == "gallery_unavailable" and "gallery schema 99" in error["message"]
+        r = client.post("/subjects", json={"name": "A"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "gallery_unavailable"

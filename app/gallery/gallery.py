@@ -14,10 +14,14 @@ and the store lock, never both at once. Callable from any thread.
 Only faces embedded by this gallery's ``model_version`` are indexed: embeddings from another
 embedder version live in a different space and are never compared with new ones.
 
-One process per data directory: the index lives in the process's memory, so a second server on the
-same directory would never see the first one's enrolls and deletes. ``open`` takes an exclusive lock
-on ``data_dir/gallery.lock`` (released when the process ends, even by a crash) and refuses to open a
-directory another process holds.
+Several processes may share one data directory (``SIGHTLINE_WORKERS``, or servers on one volume),
+each with its own index, kept in step with SQLite:
+- before each search (and each count of the faces searched) a process adds the faces committed
+  since it last looked: ``faces.id > watermark``. Face ids grow with each commit (SQLite has one
+  writer at a time and AUTOINCREMENT hands out increasing ids), so a face committed by another
+  process always lands above the watermark; this process's own enrolls are in its index already;
+- a face another process deleted is dropped by the SQLite check of every search result (above), and
+  removed from this index as soon as a search meets it (its id can never come back).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -40,7 +43,6 @@ from app.gallery.store import Face, GalleryStore, Subject
 log = logging.getLogger("sightline.gallery")
 
 DB_NAME = "gallery.sqlite3"
-LOCK_NAME = "gallery.lock"
 MAX_PAGE = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FACES_PER_SUBJECT_GUESS = 4  # first search asks for top_k * this many faces, doubling while short
@@ -102,37 +104,6 @@ def _metadata_json(metadata: dict | None) -> str:
         raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
 
 
-class GalleryLocked(RuntimeError):
-    """Another process has this data directory's gallery open."""
-
-
-class _DirLock:
-    """An exclusive ``flock`` on ``path`` for this process's lifetime, or until ``release``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            import fcntl
-        except ImportError:   # not POSIX: no lock (the Docker image and Linux hosts have one)
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "unknown"
-            self.release()
-            raise GalleryLocked(f"the gallery in {path.parent} is open in another process (pid {holder}); run one "
-                                "server process per data directory (scale with SIGHTLINE_WORKER_THREADS), or give "
-                                "each its own SIGHTLINE_DATA_DIR") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, str(os.getpid()).encode())
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)   # closing the descriptor drops the lock
-            self._fd = None
-
-
 class Gallery:
     """Subjects, their faces, and 1:N search over the faces of one embedder version. Thread-safe."""
 
@@ -140,7 +111,8 @@ class Gallery:
         self._store, self._index = store, index
         self.model_version, self.dim = model_version, index.dim
         self._write_lock = threading.Lock()
-        self._dir_lock: _DirLock | None = None
+        self._watermark = 0            # every face of this version with an id up to here is indexed
+        self._own: set[int] = set()    # faces this process indexed above the watermark
 
     @classmethod
     def open(cls, data_dir: Path, model_version: str, dim: int) -> Gallery:
@@ -149,26 +121,18 @@ class Gallery:
             raise ValueError("model_version must be a non-empty string")
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        lock = _DirLock(data_dir / LOCK_NAME)
-        try:
-            store = GalleryStore.open(data_dir / DB_NAME)
-        except BaseException:
-            lock.release()
-            raise
+        store = GalleryStore.open(data_dir / DB_NAME)
         try:
             gallery = cls(store, FaceIndex(dim), model_version)
             gallery._rebuild()
         except BaseException:
             store.close()
-            lock.release()
             raise
-        gallery._dir_lock = lock
         return gallery
 
     def _rebuild(self) -> None:
         t0 = time.perf_counter()
-        for ids, vectors in self._store.embeddings(self.model_version, self.dim):
-            self._index.add(ids, vectors)
+        self._catch_up()
         counts = self._store.counts(self.model_version)
         log.info("gallery: index rebuilt with %d faces of embedder %s (%d-d), %d subjects, from %s in %.0f ms",
                  len(self._index), self.model_version, self.dim, counts.subjects, self._store.path,
@@ -181,10 +145,21 @@ class Gallery:
                         "searched; re-enroll those subjects", faces, counts.other_version_subjects, versions,
                         self.model_version)
 
+    def _catch_up(self) -> int:
+        """Index the faces of this version committed (by any process) since the last look; how many."""
+        added = 0
+        with self._write_lock:
+            for ids, vectors in self._store.embeddings(self.model_version, self.dim, after=self._watermark):
+                new = np.array([i not in self._own for i in ids.tolist()], dtype=bool)
+                if new.any():
+                    self._index.add(ids[new], vectors[new])
+                    added += int(new.sum())
+                self._watermark = int(ids[-1])
+            self._own = {i for i in self._own if i > self._watermark}
+        return added
+
     def close(self) -> None:
         self._store.close()
-        if self._dir_lock is not None:
-            self._dir_lock.release()
 
     def __enter__(self) -> Gallery:
         return self
@@ -230,6 +205,8 @@ class Gallery:
         with self._write_lock:
             face = self._store.insert_face(subject_id, vector[0], self.model_version, image_sha256, box)
             self._index.add(np.array([face.id], dtype=np.int64), vector)
+            if face.id > self._watermark:
+                self._own.add(face.id)
         return face
 
     def list_faces(self, subject_id: str) -> list[Face]:
@@ -251,6 +228,7 @@ class Gallery:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         queries = unit_rows(embeddings, self.dim)
+        self._catch_up()
         results: list[list[Match]] = [[] for _ in range(queries.shape[0])]
         pending = list(range(queries.shape[0]))
         k = top_k * _FACES_PER_SUBJECT_GUESS
@@ -258,6 +236,9 @@ class Gallery:
             hits = self._index.search(queries[pending], k)
             found = np.unique(hits.ids[hits.ids >= 0]).tolist()
             live = self._store.live_faces(found, self.model_version)
+            dead = [i for i in found if i not in live]
+            if dead:     # deleted since indexed: by another process, or before a failure here
+                self._prune(dead)
             short = []
             for row, q in enumerate(pending):
                 results[q] = _best_per_subject(hits, row, live, top_k)
@@ -266,12 +247,23 @@ class Gallery:
             pending, k = short, k * 2
         return results
 
+    def _prune(self, dead: list[int]) -> None:
+        """Drop faces gone from SQLite from the index; the answer never depended on it (each hit is
+        checked against SQLite), so a failure is only logged."""
+        try:
+            self._index.remove(dead)
+        except Exception as exc:
+            log.warning("gallery: could not drop %d deleted faces from the index: %s", len(dead), exc)
+
     @property
     def searchable_faces(self) -> int:
-        """Faces in the index: what one search compares a query with."""
+        """Faces in the index: what one search compares a query with (including, until a search
+        meets them, faces another process has deleted)."""
+        self._catch_up()
         return len(self._index)
 
     def stats(self) -> GalleryStats:
+        self._catch_up()
         counts = self._store.counts(self.model_version)
         return GalleryStats(self.model_version, self.dim, counts.subjects, counts.faces, len(self._index),
                             {v: c.faces for v, c in counts.other_versions.items()})

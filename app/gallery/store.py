@@ -235,10 +235,12 @@ class GalleryStore:
                 raise SubjectNotFound(subject_id)
             raise FaceNotFound(f"face {face_id} of subject {subject_id}")
 
-    def embeddings(self, model_version: str, dim: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every face of ``model_version`` as ``(ids (n,) int64, embeddings (n, dim) float32)`` chunks,
-        ascending id. A blob of the wrong length is a corrupt row: ``ValueError`` naming it."""
-        last = 0
+    def embeddings(self, model_version: str, dim: int, chunk: int = 8192, after: int = 0
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every face of ``model_version`` with an id above ``after`` as ``(ids (n,) int64, embeddings
+        (n, dim) float32)`` chunks, ascending id. A blob of the wrong length is a corrupt row:
+        ``ValueError`` naming it."""
+        last = after
         while True:
             with self._lock:
                 rows = self._db.execute("SELECT id, embedding FROM faces WHERE model_version = ? AND id > ? "
