@@ -7,10 +7,12 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 
 import cv2
@@ -22,7 +24,7 @@ from app.batching import BatchSettings
 from app.errors import install_error_handlers
 from app.gallery import Gallery
 from app.limits import BodyLimitMiddleware
-from app.observability import Metrics, RequestMiddleware
+from app.observability import MULTIPROC_ENV, Metrics, RequestMiddleware
 from app.pipeline import Engine
 from app.registry import ModelRegistry, load_models
 from app.runtime import thread_plan
@@ -123,6 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool.shutdown(wait=True, cancel_futures=True)
         if app.state.gallery is not None:
             app.state.gallery.close()
+        app.state.metrics.process_ended()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -149,10 +152,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _metrics_dir(workers: int) -> None:
+    """With several server processes, give prometheus-client a folder for their values (before any
+    process imports it): ``PROMETHEUS_MULTIPROC_DIR`` if set, emptied of an earlier run's files, else
+    a new temporary one."""
+    if workers <= 1:
+        return
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="sightline-metrics-")
+
+
 def main() -> None:
-    """``python -m app``: serve on SIGHTLINE_HOST:SIGHTLINE_PORT."""
+    """``python -m app``: serve on SIGHTLINE_HOST:SIGHTLINE_PORT with SIGHTLINE_WORKERS processes."""
     import uvicorn
 
     settings = Settings()
+    _metrics_dir(settings.workers)
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())
+                workers=settings.workers, log_level=settings.log_level.lower())

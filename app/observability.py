@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admission import STANDING_AFTER, AdaptiveLimit, kind, request_images
@@ -31,6 +32,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 
 ADMISSION = "admission"   # the model label of requests refused on arrival, before any model
 REJECT_REASONS = ("queue_full", "deadline_exceeded", "client_gone")
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # prometheus-client's: where each process writes its values
 
 
 class Metrics(BatchObserver):
@@ -41,17 +43,37 @@ class Metrics(BatchObserver):
                                 registry=r)
         self.latency = Histogram("sightline_request_duration_seconds", "HTTP request latency, arrival to answer",
                                  ["method", "endpoint", "status"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("sightline_requests_in_flight", "HTTP requests being served", registry=r)
-        self.limit = Gauge("sightline_concurrency_limit", "POST requests admitted at once now", registry=r)
+        # with several server processes (SIGHTLINE_WORKERS) a gauge is the sum over the live ones
+        self.in_flight = Gauge("sightline_requests_in_flight", "HTTP requests being served", registry=r,
+                               multiprocess_mode="livesum")
+        self.limit = Gauge("sightline_concurrency_limit", "POST requests admitted at once now", registry=r,
+                           multiprocess_mode="livesum")
         self.batch_rows = Histogram("sightline_batch_size", "rows per model run (images, or faces)", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.batch_requests = Histogram("sightline_batch_requests", "requests sharing one model run", ["model"],
                                         buckets=BATCH_BUCKETS, registry=r)
-        self.depth = Gauge("sightline_queue_depth", "requests waiting for a model run", ["model"], registry=r)
+        self.depth = Gauge("sightline_queue_depth", "requests waiting for a model run", ["model"], registry=r,
+                           multiprocess_mode="livesum")
         self.inference = Histogram("sightline_inference_seconds", "ONNX Runtime time per model run", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.rejections = Counter("sightline_rejected", "requests refused or dropped before inference",
                                   ["model", "reason"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text ``GET /metrics`` answers: this process's metrics, or with several server processes
+        (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m app`` does for ``SIGHTLINE_WORKERS`` > 1)
+        every process's, added up by prometheus-client from the files they write there."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    @staticmethod
+    def process_ended() -> None:
+        """This server process is stopping: its gauges leave the sums (several processes only)."""
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())
 
     # BatchObserver
     def register(self, model: str) -> None:

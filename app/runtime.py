@@ -95,7 +95,7 @@ def thread_plan(settings: Settings, cores: int | None = None) -> ThreadPlan:
     7.1 ms), so a run that starts while no other run of its model is in flight takes a second
     session on every core (``lone``). On CUDA one run at a time keeps the device busy; its threads
     only feed it. Never raises: a CUDA demanded but missing is reported when the models load."""
-    cores = cores or available_cores()
+    cores = cores or max(1, available_cores() // settings.workers)   # each server process its share
     instances = settings.inference_instances or (1 if _cuda_usable(settings.device) else cores)
     intra_op = settings.intra_op_threads or max(1, cores // instances)
     lone = settings.lone_run_threads or (max(cores, intra_op) if instances > 1 and not _cuda_usable(settings.device)

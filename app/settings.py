@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         "ONNX Runtime threads for a model run that starts while no other run of that model is in "
         "flight, on a second session of the model; 0 = all cores when runs go side by side on the CPU, "
         "none otherwise; a value not above intra_op_threads turns it off"))
+    workers: int = Field(1, ge=1, le=64, description=(
+        "server processes (uvicorn workers) behind one port, each with its own models, batchers, "
+        "concurrency limit and its share of the cores; they share the gallery through its database and "
+        "/metrics adds them up (python -m app, make run and the Docker image)"))
     worker_threads: int = Field(0, ge=0, description=(
         "thread pool for decode, pre- and post-processing and the gallery; 0 = as many as cores"))
     max_batch: int = Field(16, ge=1, le=256, description=(

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from app import runtime
 from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session,
                          fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
@@ -38,6 +39,14 @@ def test_available_cores_follow_a_cgroup_quota(tmp_path, cpu_max, cap):
         path.write_text(cpu_max)
     pinned = len(os.sched_getaffinity(0))
     assert available_cores(path) == (pinned if cap is None else min(pinned, cap))
+
+
+@pytest.mark.parametrize("workers,cores,want", [(2, 16, ThreadPlan(8, 1, 8, 8)), (4, 2, ThreadPlan(1, 1, 1, 1))])
+def test_several_server_processes_share_the_cores_out(monkeypatch, workers, cores, want):
+    """``SIGHTLINE_WORKERS`` processes on one machine: each plans for its share of the cores (at
+    least one), so that together they do not oversubscribe them."""
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert thread_plan(Settings(device="cpu", workers=workers)) == want
 
 
 def test_explicit_settings_win():

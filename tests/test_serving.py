@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from bench.server import uvicorn_server
+from bench.server import ROOT, free_port, uvicorn_server
 from tests.conftest import BUNDLED_MODELS, wait_ready
 from tests.images import jpeg_bytes
 
@@ -245,3 +246,46 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(tmp_path):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def _series(text: str, name: str) -> float:
+    """The sum of every sample of ``name`` (with any labels) in Prometheus text."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in "{ ")
+
+
+def test_several_server_processes_behind_one_port(tmp_path):
+    """``SIGHTLINE_WORKERS=2``: two processes answer on one port, /metrics adds both up (whichever
+    one answers the scrape), an earlier run's metric files are cleared, and SIGTERM stops both."""
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"an earlier run's file")   # unreadable: must be cleared
+    env = {**os.environ, "SIGHTLINE_WORKERS": "2", "SIGHTLINE_PORT": str(port), "SIGHTLINE_HOST": "127.0.0.1",
+           "SIGHTLINE_MODELS_DIR": str(BUNDLED_MODELS), "SIGHTLINE_DATA_DIR": str(tmp_path / "data"),
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, ready = time.time() + 120, 0
+        while ready < 6:                      # fresh connections land on either process: both ready
+            assert proc.poll() is None and time.time() < deadline
+            try:
+                ready = ready + 1 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200 else 0
+            except httpx.TransportError:
+                ready = 0
+            time.sleep(0.05)
+        for _ in range(10):
+            assert httpx.post(f"{url}/detect", files=parts(PHOTOS[0]), timeout=60).status_code == 200
+        for _ in range(4):                    # each scrape, from either process, counts all ten
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            assert _series(text, 'sightline_requests_total{endpoint="/detect",method="POST",status="200"}') == 10
+            assert _series(text, "sightline_concurrency_limit") == 2 * Settings().max_in_flight   # both live
+        assert not (metrics_dir / "counter_1.db").exists()
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import RegistryDep
 from app.errors import error_response
@@ -46,4 +46,4 @@ async def models(registry: RegistryDep) -> ModelsResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests and latency by endpoint and status, batch sizes, queue depth and
     inference time by model, requests refused by reason."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
