@@ -212,7 +212,7 @@ def cpu_table(rt: dict, clients: int, c: dict) -> Table:
 def runtime_tables(r: dict) -> list[Table]:
     rt = r["runtime"]
     rows = []
-    modes = [m for m in ("batched", "unbatched", "batched_one_run") if m in rt]
+    modes = [m for m in ("batched", "unbatched", "batched_one_run", "two_processes") if m in rt]
     for mode in modes:
         for x in rt[mode]["levels"]:
             errors = sum(x["errors"].values())
@@ -227,6 +227,8 @@ def runtime_tables(r: dict) -> list[Table]:
             f"{s.get('intra_op', 'all')} ONNX Runtime thread(s) each; unbatched: MAX_BATCH=1; "
             + ("batched_one_run: INFERENCE_INSTANCES=1 (one run at a time, on all cores); "
                if "batched_one_run" in modes else "")
+            + ("two_processes: WORKERS=2 (two server processes behind one port, each planning for half the cores; "
+               "server CPU of both); " if "two_processes" in modes else "")
             + "all with a fixed concurrency limit "
             f"(LATENCY_TOLERANCE=0, MAX_IN_FLIGHT={s.get('max_in_flight', 24)}). Closed-loop clients, each on one kept-alive "
             f"connection (bench/rawhttp.py). {rt['seconds']:g} s per level after {rt['warmup_s']:g} s warm-up, "
@@ -259,6 +261,9 @@ def runtime_tables(r: dict) -> list[Table]:
     if "batched_over_one_run" in ratios:
         rows.append([f"batched, runs side by side / one run at a time, at {ratios['clients']} clients",
                      _f(ratios["batched_over_one_run"], 3), ""])
+    if "two_processes_over_one" in ratios:
+        rows.append([f"batched, two server processes / one, at {ratios['clients']} clients",
+                     _f(ratios["two_processes_over_one"], 3), ""])
     fixed = f"fixed limit {s.get('max_in_flight', 24)}"
     adaptive = f"adaptive limit, tolerance {s.get('latency_tolerance', 2.0):g}"
     strict_env = rt.get("strict_settings", {})

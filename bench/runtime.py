@@ -51,7 +51,7 @@ from bench.images import make_phone_jpeg
 from bench.inference import bench_raw, bench_raw_side_by_side
 from bench.machine import usable_cores
 from bench.rawhttp import Result, closed_loop, multipart_post, open_loop
-from bench.server import ROOT, Server, process_cpu_seconds, uvicorn_server
+from bench.server import ROOT, Server, process_tree_cpu_seconds, uvicorn_server
 from bench.stats import summarize_ms
 
 # the levels compare batching at fixed concurrencies: the concurrency limit stays SIGHTLINE_MAX_IN_FLIGHT
@@ -98,9 +98,9 @@ def _closed_turn(server: Server, request: tuple[str, int, list[bytes]], clients:
     """Closed-loop clients for ``seconds``: the results, the wall time, and the CPU seconds of the
     server process and of this one (the clients; nothing else here runs meanwhile)."""
     host, port, requests = request
-    cpu0, client0, t0 = process_cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+    cpu0, client0, t0 = process_tree_cpu_seconds(server.pid), time.process_time(), time.perf_counter()
     results = asyncio.run(closed_loop(host, port, requests, clients, seconds))
-    return (results, time.perf_counter() - t0, process_cpu_seconds(server.pid) - cpu0,
+    return (results, time.perf_counter() - t0, process_tree_cpu_seconds(server.pid) - cpu0,
             time.process_time() - client0)
 
 
@@ -162,9 +162,9 @@ def overload(server: Server, jpegs: list[bytes], rate: float, seconds: float, se
     """Open-loop arrivals at ``rate`` (evenly spaced; with ``seed`` at random), each on a fresh
     connection: the latency of those admitted and of those refused (503), and the server's cores busy."""
     host, port, requests = _requests(server, jpegs, keep_alive=False)
-    cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
+    cpu0, t0 = process_tree_cpu_seconds(server.pid), time.perf_counter()
     results = asyncio.run(open_loop(host, port, requests, rate, seconds, seed=seed))
-    cores = (process_cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
+    cores = (process_tree_cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
     ok = [r.seconds for r in results if r.status == 200]
     refused = [r.seconds for r in results if r.status == 503]
     return {"rate_per_s": rate, "seconds": seconds, "sent": len(results), "ok": len(ok), "refused": len(refused),
@@ -256,7 +256,8 @@ def target_clients(clients: tuple[int, ...]) -> int:
 
 
 MODES = {"batched": FIXED_LIMIT, "unbatched": {**FIXED_LIMIT, "SIGHTLINE_MAX_BATCH": "1"},
-         "batched_one_run": {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"}}
+         "batched_one_run": {**FIXED_LIMIT, "SIGHTLINE_INFERENCE_INSTANCES": "1"},
+         "two_processes": {**FIXED_LIMIT, "SIGHTLINE_WORKERS": "2"}}
 
 
 def _fresh_mixed(server: Server, jpegs: list[bytes], phones: list[bytes], rate: float, seconds: float,
@@ -408,6 +409,8 @@ def runtime_ratios(r: dict) -> dict:
            "batched_over_unbatched": b["images_per_s"] / u["images_per_s"]}
     if "batched_one_run" in r:
         out["batched_over_one_run"] = b["images_per_s"] / at(r["batched_one_run"]["levels"])["images_per_s"]
+    if "two_processes" in r:
+        out["two_processes_over_one"] = at(r["two_processes"]["levels"])["images_per_s"] / b["images_per_s"]
     if "http_floor" in r and r.get("raw_turns"):
         out["ceiling"] = ceilings(r, b, u)
     return out

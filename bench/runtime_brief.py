@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         modes = {m: MODES[m] for m in ("batched", "unbatched")}
         if raw.plan.instances == 1:         # CUDA: does a second run in flight (copies beside kernels) pay?
             modes["batched_two_runs"] = {**MODES["batched"], "SIGHTLINE_INFERENCE_INSTANCES": "2"}
+            # one process is bound near 350 images/s by its Python (H200): do four behind one port pay?
+            modes["four_processes"] = {**MODES["batched"], "SIGHTLINE_WORKERS": "4"}
         servers = {m: stack.enter_context(started(r, m, env)) for m, env in modes.items()}
         save("servers ready: " + ", ".join(f"{m} {v['ready_s']:.1f} s" for m, v in r["servers"].items()))
         r["levels"] = []

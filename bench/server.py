@@ -46,6 +46,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """``process_cpu_seconds`` of ``pid`` and of its children, theirs and so on (the server processes
+    of ``SIGHTLINE_WORKERS`` under uvicorn's supervisor)."""
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except OSError:
+        children = []
+    return process_cpu_seconds(pid) + sum(process_tree_cpu_seconds(c) for c in children)
+
+
 def _tail(log) -> str:
     log.seek(0)
     return log.read().decode(errors="replace")[-3000:]
@@ -82,12 +93,18 @@ def _stop(proc: subprocess.Popen) -> None:
 def uvicorn_server(models_dir: Path, ready_timeout: float = 60.0, settings: dict[str, str] | None = None,
                    app: tuple[str, ...] = SIGHTLINE) -> Iterator[Server]:
     """``python -m uvicorn app.main:create_app --factory`` (or ``app``) serving ``models_dir``, ready;
-    ``settings`` are more ``SIGHTLINE_*`` variables."""
+    ``settings`` are more ``SIGHTLINE_*`` variables. ``SIGHTLINE_WORKERS`` above 1 starts that many
+    server processes with a metrics folder of their own, as ``python -m app`` does."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", *app, "--host", HOST, "--port", str(port)]
+    workers = int((settings or {}).get("SIGHTLINE_WORKERS", "1"))
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "SIGHTLINE_MODELS_DIR": str(models_dir), "SIGHTLINE_DATA_DIR": data_dir,
                **(settings or {})}
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(data_dir) / "metrics")
+            (Path(data_dir) / "metrics").mkdir()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base_url = f"http://{HOST}:{port}"

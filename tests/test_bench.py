@@ -37,7 +37,7 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
         assert all(f["latency"]["n"] == 2 and f["bytes_mean"] > 0 for f in formats)
         assert "### 8. HTTP `POST /segment`" in md.read_text()
     rt = r["runtime"]
-    for mode in ("batched", "unbatched", "batched_one_run"):
+    for mode in ("batched", "unbatched", "batched_one_run", "two_processes"):
         levels = rt[mode]["levels"]
         assert [x["clients"] for x in levels] == [1, 4] and all(x["ok"] > 0 for x in levels)
         assert all(x["mean_batch"] >= 1 for x in levels)
@@ -51,6 +51,7 @@ def test_quick_bench_runs_every_section(tmp_path, capsys):
         assert mixed["small"]["sent"] > 0 and mixed["phones"]["sent"] > 0 and mixed["phone_bytes_mean"] > 1e6
     assert "light mixed load" in md.read_text()
     assert r["runtime_ratios"]["batched_over_raw"] > 0 and r["runtime_ratios"]["batched_over_one_run"] > 0
+    assert r["runtime_ratios"]["two_processes_over_one"] > 0
     for x in rt["raw"]:               # the upper bound is the faster of the two ways to run the model
         assert x["images_per_s"] == max(x["one_run_images_per_s"], x["side_by_side_images_per_s"]) > 0
     assert rt["settings"]["instances"] >= 1 and rt["settings"]["intra_op"] >= 1
