@@ -146,15 +146,20 @@ class Gallery:
                         self.model_version)
 
     def _catch_up(self) -> int:
-        """Index the faces of this version committed (by any process) since the last look; how many."""
+        """Index the faces of this version committed (by any process) since the last look; how many.
+        Nothing new (the highest face id no higher than last time): one indexed lookup, no lock."""
+        if self._store.last_face_id() <= self._watermark:
+            return 0
         added = 0
         with self._write_lock:
+            top = self._store.last_face_id()       # any face committed later gets a higher id
             for ids, vectors in self._store.embeddings(self.model_version, self.dim, after=self._watermark):
                 new = np.array([i not in self._own for i in ids.tolist()], dtype=bool)
                 if new.any():
                     self._index.add(ids[new], vectors[new])
                     added += int(new.sum())
-                self._watermark = int(ids[-1])
+                top = max(top, int(ids[-1]))
+            self._watermark = max(self._watermark, top)
             self._own = {i for i in self._own if i > self._watermark}
         return added
 

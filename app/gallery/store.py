@@ -256,6 +256,11 @@ class GalleryStore:
             yield ids, vectors.astype(np.float32)
             last = rows[-1][0]
 
+    def last_face_id(self) -> int:
+        """The highest face id in the table (0 when empty); ids only grow (AUTOINCREMENT)."""
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()[0]
+
     def live_faces(self, face_ids: list[int], model_version: str) -> dict[int, tuple[str, str]]:
         """Of ``face_ids``, those still present with ``model_version``: face id -> (subject id, name)."""
         if not face_ids:
