@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -152,19 +153,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _metrics_dir(workers: int) -> None:
+def _metrics_dir(workers: int) -> str | None:
     """With several server processes, give prometheus-client a folder for their values (before any
     process imports it): ``PROMETHEUS_MULTIPROC_DIR`` if set, emptied of an earlier run's files, else
-    a new temporary one."""
+    a new temporary one, returned (removed when the server exits)."""
     if workers <= 1:
-        return
+        return None
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         for stale in Path(folder).glob("*.db"):
             stale.unlink()
-    else:
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="sightline-metrics-")
+        return None
+    os.environ[MULTIPROC_ENV] = created = tempfile.mkdtemp(prefix="sightline-metrics-")
+    return created
 
 
 def main() -> None:
@@ -172,6 +174,10 @@ def main() -> None:
     import uvicorn
 
     settings = Settings()
-    _metrics_dir(settings.workers)
-    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower())
+    created = _metrics_dir(settings.workers)
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level.lower())
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
@@ -248,10 +249,10 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(tmp_path):
         thread.join(30)
 
 
-def _series(text: str, name: str) -> float:
-    """The sum of every sample of ``name`` (with any labels) in Prometheus text."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and line[len(name)] in "{ ")
+def _series(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with ``labels`` in Prometheus text (prometheus-client's parser)."""
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def test_several_server_processes_behind_one_port(tmp_path):
@@ -280,7 +281,7 @@ def test_several_server_processes_behind_one_port(tmp_path):
             assert httpx.post(f"{url}/detect", files=parts(PHOTOS[0]), timeout=60).status_code == 200
         for _ in range(4):                    # each scrape, from either process, counts all ten
             text = httpx.get(f"{url}/metrics", timeout=10).text
-            assert _series(text, 'sightline_requests_total{endpoint="/detect",method="POST",status="200"}') == 10
+            assert _series(text, "sightline_requests_total", endpoint="/detect", method="POST", status="200") == 10
             assert _series(text, "sightline_concurrency_limit") == 2 * Settings().max_in_flight   # both live
         assert not (metrics_dir / "counter_1.db").exists()
         os.kill(proc.pid, signal.SIGTERM)

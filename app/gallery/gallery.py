@@ -154,7 +154,7 @@ class Gallery:
         with self._write_lock:
             top = self._store.last_face_id()       # any face committed later gets a higher id
             for ids, vectors in self._store.embeddings(self.model_version, self.dim, after=self._watermark):
-                new = np.array([i not in self._own for i in ids.tolist()], dtype=bool)
+                new = ~np.isin(ids, np.fromiter(self._own, np.int64, len(self._own)))
                 if new.any():
                     self._index.add(ids[new], vectors[new])
                     added += int(new.sum())
