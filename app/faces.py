@@ -1,203 +1,38 @@
-"""The face models as served: the face detector (the object detector with one class), the 5-point
-landmark regressor, and the embedder with its calibrated threshold and verification head; each
-reads its preprocessing contract from its own metadata. ``FaceAnalyzer`` chains them:
+"""The face pipeline as served: detector (any face-detection family), 5 landmarks (from the detector
+when its family gives them, else from the landmark model), alignment and the embedder:
 
-    photo ─► face boxes ─► square crop per box ─► 5 landmarks ─► aligned crop ─► unit embedding
+    photo ─► face boxes (tiled when small faces need it) ─► 5 landmarks ─► aligned crop ─► unit embedding
 
-An upload is decoded twice at most (``FaceAnalyzer.photo_steps``): shrunk for the face detector,
-as ``POST /detect`` does (``app.imaging`` rule 7), and the crops are cut from that same decode when
-its smallest face still spans ``CROP_DETAIL`` times the crop models' input; otherwise the photo is
-decoded again, shrunk less or not at all, for the crops. A phone selfie's face spans hundreds of
-pixels even in a decode shrunk 8 times, so it is read once, small.
+An upload is decoded twice at most (``FaceAnalyzer.photo_steps``): once for the detector (shrunk,
+as ``POST /detect`` does, ``app.imaging`` rule 7, as far as the smallest face wanted allows), and the
+crops are cut from that same decode when its smallest face still spans ``CROP_DETAIL`` times the crop
+models' input; otherwise the photo is decoded again, shrunk less or not at all, for the crops.
 """
 
 from __future__ import annotations
 
-import hashlib
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+import cv2
 import numpy as np
-import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict
 
-from app.detector import DetectParams, Normalization, ObjectDetector
 from app.imaging import REDUCTIONS, DecodedImage, decode_image
-from app.pipeline import Infer, Steps, run_steps
-from app.runtime import ModelLoadError, SessionRunner, parse_metadata
-from app.vision.align import (align_face, average_mirror_reading, crop_box, invert_affine, sum_mirror_embeddings,
-                              transform_points, unit, with_mirror)
-from app.vision.letterbox import to_tensor
-
-FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
+from app.models import FaceDetector
+from app.models.anchor_detector import DetectParams
+from app.models.embedder import FaceEmbedder
+from app.models.landmarks import LandmarkModel
+from app.models.ssd_detector import BoxesDetector
+from app.pipeline import Steps, run_steps
+from app.runtime import ModelLoadError
+from app.vision.boxes import nms
+from app.vision.letterbox import resize_interpolation
+from app.vision.postprocess import Detections
+from app.vision.tiles import cut_by_inner_edge, look_scales, windows
 
 # the crops are cut from a decode where every face's box spans at least this many times the crop
 # models' input side, so that a crop is always a shrink (area-averaged by ``app.vision.align.warp``)
 CROP_DETAIL = 2.0
-
-
-def _normalise(crops: np.ndarray, norm: Normalization) -> np.ndarray:
-    """``(B, S, S, 3) uint8`` → ``(B, 3, S, S) float32`` with the model's mean and std (of x / 255)."""
-    return to_tensor(crops, norm.mean, norm.std)
-
-
-class _Meta(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    task: str
-    version: str
-    input_size: int
-    normalization: Normalization
-
-
-class LandmarkMeta(_Meta):
-    crop_margin: float
-    flip_test: bool = False   # average with the mirrored crop's points (a model trained with mirroring)
-
-
-class VerificationMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    threshold: float
-    target_far: float
-    roc: list[dict[str, float]] | None = None   # [{"far", "tar", "threshold"}, ...] on validation identities
-
-
-class HeadMeta(BaseModel):
-    weights: list[float]
-    bias: float
-
-
-class EmbedderMeta(_Meta):
-    embedding_dim: int
-    template: list[tuple[float, float]]
-    distance: str
-    verification: VerificationMeta
-    verification_head: HeadMeta | None = None
-    weights_sha256: str | None = None
-    flip_test: bool = False   # embed the aligned crop and its mirror image, and average (trained with mirroring)
-
-
-class _OnnxModel(ABC):
-    """An ONNX Runtime session with validated metadata; thread-safe like the session itself."""
-
-    meta_class: type[_Meta] = _Meta
-
-    def __init__(self, session: ort.InferenceSession, meta: _Meta, path: Path) -> None:
-        self.session, self.meta, self.path = session, meta, path
-        self.runner = SessionRunner(session)
-        self.raw_metadata: dict[str, Any] = {}
-
-    @classmethod
-    def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path):
-        meta = parse_metadata(cls.meta_class, raw, path, f"a {raw.get('task')} model")
-        model = cls(session, meta, path)
-        model.raw_metadata = raw
-        out = model.run(np.zeros((1, 3, meta.input_size, meta.input_size), np.float32))
-        if out.shape != (1, model.output_width()):
-            raise ModelLoadError(f"{path.name}: output shape {out.shape} != (1, {model.output_width()}) "
-                                 "from its metadata")
-        return model
-
-    @abstractmethod
-    def output_width(self) -> int:
-        """Values per input row that the metadata implies."""
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.runner.run(batch)
-
-
-class LandmarkModel(_OnnxModel):
-    meta_class = LandmarkMeta
-    meta: LandmarkMeta
-
-    def output_width(self) -> int:
-        return 10
-
-    def predict_steps(self, image: np.ndarray, boxes: np.ndarray) -> Steps[np.ndarray]:
-        """``(N, 4)`` face boxes → ``(N, 5, 2)`` landmarks in ``image`` pixels; every face (and, with the
-        flip test, its mirror image) in one model run."""
-        if not len(boxes):
-            return np.zeros((0, 5, 2), np.float32)
-        size, margin = self.meta.input_size, self.meta.crop_margin
-        cut = [crop_box(image, box, size, margin) for box in boxes]
-        crops = np.stack([c for c, _ in cut])
-        batch = with_mirror(crops) if self.meta.flip_test else crops
-        out = (yield Infer(self, _normalise(batch, self.meta.normalization))).reshape(-1, 5, 2) * size
-        if self.meta.flip_test:
-            out = average_mirror_reading(out, size)
-        return np.stack([transform_points(p, invert_affine(m)) for p, (_, m) in zip(out, cut)])
-
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        return run_steps(self.predict_steps(image, boxes))
-
-
-class FaceEmbedder(_OnnxModel):
-    meta_class = EmbedderMeta
-    meta: EmbedderMeta
-
-    @property
-    def fingerprint(self) -> str:
-        """Version plus a digest of the weights (written at export, so recalibrating the threshold keeps
-        it): the gallery compares only faces embedded by these very weights."""
-        if not hasattr(self, "_fingerprint"):
-            digest = self.meta.weights_sha256
-            if digest is None:
-                digest = hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path.is_file() else "unknown"
-            # the flip test changes every embedding, so it is part of what the gallery matches on
-            self._fingerprint = f"{self.meta.version}+{digest[:12]}" + ("+flip" if self.meta.flip_test else "")
-        return self._fingerprint
-
-    def output_width(self) -> int:
-        return self.meta.embedding_dim
-
-    @property
-    def threshold(self) -> float:
-        """The 1:1 distance threshold, at the calibrated false-accept rate."""
-        return self.meta.verification.threshold
-
-    def threshold_at_far(self, far: float) -> float:
-        """The distance threshold for a per-comparison false-accept rate, interpolated in log FAR
-        between the calibrated ROC points (clamped to their range); never looser than ``threshold``."""
-        points = sorted((p["far"], p["threshold"]) for p in (self.meta.verification.roc or []) if p["far"] > 0)
-        if not points:
-            return self.threshold
-        fars, thresholds = np.log10([f for f, _ in points]), [t for _, t in points]
-        value = float(np.interp(np.log10(max(far, 1e-12)), fars, thresholds))
-        return min(value, self.threshold)
-
-    def identification_threshold(self, gallery_faces: int, fpir: float) -> float:
-        """An unknown face is compared with every enrolled face: to name at most ``fpir`` of unknown
-        faces, each comparison may falsely accept ``fpir / gallery_faces``."""
-        return self.threshold_at_far(fpir / max(1, gallery_faces))
-
-    def embed_steps(self, image: np.ndarray, landmarks: np.ndarray) -> Steps[np.ndarray]:
-        """``(N, 5, 2)`` landmarks → ``(N, D)`` unit-length embeddings of the aligned faces."""
-        if not len(landmarks):
-            return np.zeros((0, self.meta.embedding_dim), np.float32)
-        size, template = self.meta.input_size, np.asarray(self.meta.template)
-        crops = np.stack([align_face(image, pts, size, template) for pts in landmarks])
-        batch = with_mirror(crops) if self.meta.flip_test else crops
-        out = yield Infer(self, _normalise(batch, self.meta.normalization))
-        return sum_mirror_embeddings(out) if self.meta.flip_test else unit(out)
-
-    def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return run_steps(self.embed_steps(image, landmarks))
-
-    def probability(self, a: np.ndarray, b: np.ndarray) -> float | None:
-        """DeepFace's head: p(same person) from ``|a - b|``; None when the file has no head."""
-        head = self.meta.verification_head
-        if head is None:
-            return None
-        logit = float(np.dot(np.asarray(head.weights), np.abs(a - b)) + head.bias)
-        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50))))
+FACE_IOU = 0.4          # NMS of face boxes, within a look and across looks
 
 
 @dataclass(frozen=True)
@@ -226,15 +61,54 @@ class FacePhoto:
         return np.stack([f.landmarks for f in faces]).astype(np.float32) / self.image.reduction
 
 
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=resize_interpolation(scale)) if scale != 1 else image
+
+
+def tiled_detect_steps(detector: BoxesDetector, image: np.ndarray, params: DetectParams, smallest: float
+                       ) -> Steps[Detections]:
+    """Faces of ``image`` down to ``smallest`` pixels: the whole image in one look, then, where the
+    detector's ``min_face`` needs it, finer looks in overlapping tiles (``app.vision.tiles``), every
+    look's tiles in one model run; boxes cut by an inner tile edge dropped, the rest through one NMS."""
+    h, w = image.shape[:2]
+    tile, min_face = detector.meta.input_size, detector.meta.min_face
+    boxes, scores = [], []
+    for i, scale in enumerate(look_scales(max(h, w), tile, min_face, smallest)):
+        view = image if i == 0 else _scaled(image, scale)         # the first look: the whole image
+        vh, vw = view.shape[:2]
+        cuts = [(0, 0, vw, vh)] if i == 0 else windows(vw, vh, tile, tile // 4)
+        found = yield from detector.detect_many_steps([view[y1:y2, x1:x2] for x1, y1, x2, y2 in cuts], params)
+        for (x1, y1, x2, y2), dets in zip(cuts, found):
+            b = dets.boxes + np.array([x1, y1, x1, y1], np.float32)
+            keep = ~cut_by_inner_edge(b, (x1, y1, x2, y2), vw, vh)
+            boxes.append(b[keep] * np.float32(w / vw))
+            scores.append(dets.scores[keep])
+    all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+    order = nms(all_boxes, all_scores, params.iou)[:params.max_det]
+    return Detections(all_boxes[order], all_scores[order], np.zeros(len(order), np.int64))
+
+
 @dataclass
 class FaceAnalyzer:
-    detector: ObjectDetector
+    detector: FaceDetector
     landmarks: LandmarkModel
     embedder: FaceEmbedder | None
+    min_face: float = 40.0      # the smallest face (photo pixels) a tiled detector looks for
+
+    def find_steps(self, image: np.ndarray, params: DetectParams, smallest: float) -> Steps[Detections]:
+        """Face boxes of ``image`` (pixels of ``image``), faces down to ``smallest`` of its pixels
+        where the detector tiles."""
+        if isinstance(self.detector, BoxesDetector):
+            return (yield from tiled_detect_steps(self.detector, image, params, smallest))
+        dets, _ = yield from self.detector.detect_steps(image, params)
+        return dets
 
     def detect_steps(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> Steps[list[Face]]:
         """Faces by descending score, each with its 5 landmarks."""
-        dets, _ = yield from self.detector.detect_steps(image, DetectParams(conf=conf, iou=0.4, max_det=max_faces))
+        params = DetectParams(conf=conf, iou=FACE_IOU, max_det=max_faces)
+        dets = yield from self.find_steps(image, params, self.min_face)
         points = yield from self.landmarks.predict_steps(image, dets.boxes)
         return [Face(b.astype(np.float32), float(s), p) for b, s, p in zip(dets.boxes, dets.scores, points)]
 
@@ -247,14 +121,24 @@ class FaceAnalyzer:
     def detect(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> list[Face]:
         return run_steps(self.detect_steps(image, conf, max_faces))
 
+    def decode_for_detection(self, data: bytes, max_pixels: int) -> DecodedImage:
+        """The upload decoded for the detector: shrunk in the JPEG's DCT towards the detector's
+        input, or, for a tiled detector, as far as faces of ``min_face`` photo pixels still span
+        its ``min_face`` input pixels."""
+        if not isinstance(self.detector, BoxesDetector):
+            return self.detector.decode(data, max_pixels)
+        finest = self.detector.meta.min_face / self.min_face        # input pixels per photo pixel
+        reduction = max((r for r in REDUCTIONS if 1 / r >= finest), default=1)
+        return decode_image(data, max_pixels, reduction=reduction)
+
     def photo_steps(self, data: bytes, max_pixels: int, conf: float = 0.5, max_faces: int = 50
                     ) -> Steps[FacePhoto]:
         """The faces of an upload (what the face routes answer), each with its 5 landmarks, in the
         photo's own pixels: found in a decode shrunk for the detector, their landmarks read from a
         decode detailed enough for the smallest of them (the same one when it is)."""
-        small = self.detector.decode(data, max_pixels)
-        params = DetectParams(conf=conf, iou=0.4, max_det=max_faces)
-        dets, _ = yield from self.detector.detect_steps(small.rgb, params)
+        small = self.decode_for_detection(data, max_pixels)
+        params = DetectParams(conf=conf, iou=FACE_IOU, max_det=max_faces)
+        dets = yield from self.find_steps(small.rgb, params, self.min_face / small.reduction)
         boxes = small.to_photo(dets.boxes)
         reduction = self.crop_reduction(boxes, small.reduction)
         image = small if reduction == small.reduction else decode_image(data, max_pixels, reduction=reduction)

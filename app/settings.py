@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     warmup: Literal["auto", "on", "off"] = Field("auto", description=(
         "run every model once at each batch size it can run at (1 to max_batch, or its fixed batch sizes) "
         "before /readyz turns ready; auto: on CUDA, whose first run at each new shape is slow"))
+    face_min_size: float = Field(40.0, ge=8.0, description=(
+        "the smallest face (box side, photo pixels) the face routes look for; a detector with a fixed "
+        "input (the default face detector) reads a large photo in overlapping tiles down to it, so a "
+        "smaller value finds smaller faces in large photos at more CPU per photo"))
     identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))

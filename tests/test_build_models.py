@@ -38,7 +38,7 @@ def test_build_faces_pipeline(tmp_path):
             "--faces-detector-epochs", "1", "--faces-detector-photos", "30", "--faces-landmark-epochs", "1",
             "--faces-embedder-epochs", "1", "--faces-embedder-steps", "2", "--faces-verify-pairs", "3"]
     assert main(args) == 0
-    card = json.loads((models / "faces.card.json").read_text())
+    card = json.loads((models / "synthetic" / "faces.card.json").read_text())
     assert set(card["models"]) == {"face_detector", "landmarks", "embedder"}
     assert card["initialised_from"].endswith("detector.onnx")
     assert max(card["parity_max_abs_diff"].values()) <= 1e-4

@@ -90,7 +90,7 @@ def test_tune_size_writes_the_best_validation_size(tiny_run, tiny_sets, tmp_path
     best = max(sizes, key=lambda s: (search["scores"][str(s)]["map50_95"], -s))
     assert meta["input_size"] == search["chosen"] == best
     # the rewritten file serves at its new size: the layout check at load runs a zero batch of it
-    from app.detector import ObjectDetector
+    from app.models.anchor_detector import ObjectDetector
     from app.settings import Settings
 
     assert ObjectDetector.load(out, Settings(device="cpu")).meta.input_size == best

@@ -282,12 +282,13 @@ def test_face_routes_say_503_without_face_models(tmp_path):
 
 def test_identification_threshold_tightens_with_the_gallery():
     """Thresholds interpolated in log FAR from the ROC points, never looser than the 1:1 one."""
-    from app.faces import EmbedderMeta, FaceEmbedder
+    from app.models.embedder import FaceEmbedder
+    from app.models.metadata import EmbedderMeta
 
     roc = [{"far": 1e-4, "tar": 0.7, "threshold": 0.2}, {"far": 1e-3, "tar": 0.9, "threshold": 0.4},
            {"far": 1e-2, "tar": 0.99, "threshold": 0.8}]
     meta = EmbedderMeta.model_validate({
-        "name": "e", "task": "face_embedding", "version": "1", "input_size": 64, "embedding_dim": 128,
+        "name": "e", "task": "face_embedding", "family": "sightline-facenet", "version": "1", "input_size": 64, "embedding_dim": 128,
         "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "template": [[0, 0]] * 5, "distance": "squared_l2",
         "verification": {"threshold": 0.4, "target_far": 1e-3, "roc": roc}})
     emb = FaceEmbedder.__new__(FaceEmbedder)
@@ -328,7 +329,7 @@ def test_a_gallery_that_cannot_be_opened_says_why_the_server_is_not_ready(tmp_pa
 
     (tmp_path / "models").mkdir()
     for name in ("face_detector.onnx", "landmarks.onnx", "embedder.onnx"):
-        (tmp_path / "models" / name).symlink_to(Path(__file__).resolve().parent.parent / "models" / name)
+        (tmp_path / "models" / name).symlink_to(Path(__file__).resolve().parent.parent / "models" / "synthetic" / name)
     (tmp_path / "data").mkdir()
     with sqlite3.connect(tmp_path / "data" / "gallery.sqlite3") as db:
         db.execute("PRAGMA user_version = 99")

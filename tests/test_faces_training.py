@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.faces import FaceEmbedder, LandmarkModel
+from app.models.embedder import FaceEmbedder
+from app.models.landmarks import LandmarkModel
 from app.runtime import create_session, read_metadata
 from app.settings import Settings
 from app.vision.align import align_face, crop_box, invert_affine, mirror_average, transform_points

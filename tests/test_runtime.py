@@ -14,7 +14,7 @@ from app import runtime
 from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session,
                          fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
-from tests.conftest import BUNDLED_MODELS, wait_ready
+from tests.conftest import BUNDLED_MODELS, MODELS, SYNTHETIC, wait_ready
 from tests.images import jpeg_bytes
 from training.synth.scenes import SceneConfig, render_scene
 
@@ -63,7 +63,7 @@ def test_the_session_gets_the_plans_thread_count(monkeypatch):
         return real(path, sess_options=sess_options, providers=providers)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
-    create_session(BUNDLED_MODELS / "detector.onnx", Settings(device="cpu", inference_instances=1, intra_op_threads=2))
+    create_session(MODELS / "detector.onnx", Settings(device="cpu", inference_instances=1, intra_op_threads=2))
     assert seen["threads"] == 2
 
 
@@ -71,7 +71,7 @@ def test_io_binding_runs_agree_with_plain_runs():
     """The IO-binding path (SIGHTLINE_IO_BINDING on CUDA) exercised on the CPU: every batch shape, more shapes
     than buffers kept, from several threads at once, gives what ``session.run`` gives, and the
     caller's batch is left as it was."""
-    session = create_session(BUNDLED_MODELS / "landmarks.onnx", Settings(device="cpu"))
+    session = create_session(SYNTHETIC / "landmarks.onnx", Settings(device="cpu"))
     plain, bound = SessionRunner(session), SessionRunner(session, io_binding=True)
     assert not plain.io_binding and bound.io_binding
     size = session.get_inputs()[0].shape[2]
@@ -118,7 +118,7 @@ def test_a_lone_run_takes_the_all_cores_session():
     assert not thread_plan(Settings(device="cpu", lone_run_threads=1), 2).lone_session
     assert thread_plan(Settings(device="cpu", lone_run_threads=3), 2).lone == 3
 
-    path = BUNDLED_MODELS / "landmarks.onnx"
+    path = SYNTHETIC / "landmarks.onnx"
     settings = Settings(device="cpu", inference_instances=2, intra_op_threads=1)
     plain = SessionRunner(create_session(path, settings))
     runner = SessionRunner(create_session(path, settings), lone=create_session(path, settings, intra_op=2))
@@ -133,7 +133,7 @@ def test_a_run_beside_another_takes_the_single_threaded_session():
     """While one run is in flight (held inside the lone session), the next takes the plan's own."""
     import threading
 
-    path = BUNDLED_MODELS / "landmarks.onnx"
+    path = SYNTHETIC / "landmarks.onnx"
     settings = Settings(device="cpu", inference_instances=2, intra_op_threads=1)
     session = create_session(path, settings)
     entered, release = threading.Event(), threading.Event()
@@ -179,8 +179,8 @@ def test_the_server_loads_lone_sessions_only_when_the_plan_has_them(tmp_path):
 
 def test_every_session_allocates_from_the_one_shared_cpu_arena():
     settings = Settings(device="cpu")
-    sessions = [create_session(BUNDLED_MODELS / name, settings) for name in ("detector.onnx", "landmarks.onnx")]
-    sessions.append(create_session(BUNDLED_MODELS / "detector.onnx", settings, intra_op=2))   # registered once
+    sessions = [create_session(MODELS / "detector.onnx", settings), create_session(SYNTHETIC / "landmarks.onnx", settings)]
+    sessions.append(create_session(MODELS / "detector.onnx", settings, intra_op=2))   # registered once
     for session in sessions:
         assert session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
     size = sessions[1].get_inputs()[0].shape[2]
@@ -255,7 +255,7 @@ class ShapeLog:
 def test_fixed_batch_sizes_pad_each_batch_and_keep_one_shape_per_session(io_binding):
     """With fixed sizes 1, 2, 4 a batch of 3 runs padded to 4 on the size-4 session, 5 rows as 4 + 1;
     every session sees one batch size only, and each row's output is what the model gives it unpadded."""
-    path = BUNDLED_MODELS / "landmarks.onnx"
+    path = SYNTHETIC / "landmarks.onnx"
     settings = Settings(device="cpu", inference_instances=1, intra_op_threads=1)
     plain = SessionRunner(create_session(path, settings))
     logs = {s: ShapeLog(create_session(path, settings)) for s in (1, 2, 4)}

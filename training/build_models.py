@@ -1,5 +1,8 @@
-"""``make models``: rebuild the bundled models from scratch on synthetic data, then score them on
-held-out data through the HTTP API and write their model cards next to them.
+"""``make models``: rebuild the project's own models from scratch on synthetic data, then score them
+on held-out data through the HTTP API and write their model cards next to them: the object detector
+and the segmenter in ``--out``, the face models in ``--out/synthetic`` (the served face models are
+the real ones ``make import-models`` converts; ``SIGHTLINE_MODELS_DIR=models/synthetic:models``
+serves these instead).
 
 Seeds: training scenes 1, validation scenes 2, held-out test scenes 3 (never trained or tuned on);
 the detector and the segmenter train on the same scenes (boxes and masks of the same objects).
@@ -178,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         from training.faces.build import build_faces, heldout_faces
 
         cfg = FaceBuild(**{f: getattr(args, f"faces_{f}") for f in defaults.__dataclass_fields__})
+        synthetic = args.out / "synthetic"      # the served face models are the converted real ones
+        synthetic.mkdir(exist_ok=True)
         if args.heldout_only:   # the build's own record, when this work folder holds one
             summary = args.work / "faces-build.json"
             extra = json.loads(summary.read_text()) if summary.exists() else {}
         else:
-            extra = build_faces(args.work, args.out, cfg, args.work / "detector-run" / "best.pt")
-        print(f"card: {write_faces_card(args.out, heldout_faces(args.work, args.out, cfg), extra)}")
+            extra = build_faces(args.work, synthetic, cfg, args.work / "detector-run" / "best.pt")
+        print(f"card: {write_faces_card(synthetic, heldout_faces(args.work, synthetic, cfg), extra)}")
     if "segmentation" in tasks:
         extra = {} if args.heldout_only else build_segmenter(args.work, args.out, args.train_scenes, args.val_scenes,
                                                              args.segment_epochs, args.segment_images)

@@ -13,6 +13,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from app.models.metadata import validate_metadata
+
 OPSET = 17
 
 
@@ -22,7 +24,10 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, metad
     """Write ``model`` to ``path``; each metadata value is stored JSON-encoded under its key.
 
     The batch axis is always dynamic; ``dynamic_size`` also frees the input's height and width (a
-    fully convolutional model), and ``output_axes`` names the output axes that follow them."""
+    fully convolutional model), and ``output_axes`` names the output axes that follow them. The
+    metadata is validated against the one contract (``app.models.metadata``) before anything is
+    written: a bad file is refused here, not when it is served."""
+    validate_metadata(metadata, str(path))
     model = model.eval().to(memory_format=torch.contiguous_format)
     in_axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     buf = io.BytesIO()
@@ -57,6 +62,7 @@ def update_metadata(path: Path, values: dict[str, object]) -> Path:
     """Rewrite ``path`` with ``values`` merged into its metadata (the weights untouched)."""
     proto = onnx.load(str(path))
     set_metadata(proto, values)
+    validate_metadata({p.key: json.loads(p.value) for p in proto.metadata_props}, str(path))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return Path(path)

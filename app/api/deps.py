@@ -9,13 +9,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.detector import ObjectDetector
+from app.models.anchor_detector import ObjectDetector
 from app.errors import Unavailable
 from app.faces import FaceAnalyzer
 from app.gallery import Gallery
 from app.pipeline import Engine
 from app.registry import ModelRegistry
-from app.segmenter import Segmenter
+from app.models.segmenter import Segmenter
 from app.settings import Settings
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import DetectorDep, EngineDep, SettingsDep
 from app.api.images import ImageFiles, read_images
-from app.detector import DetectParams, ObjectDetector
+from app.models.anchor_detector import DetectParams, ObjectDetector
 from app.errors import InvalidRequest
 from app.pipeline import Steps
 from app.schemas import (Box, DetectBatchResponse, Detection, DetectResponse, DetectTimings, ErrorResponse, ImageSize,

@@ -15,7 +15,7 @@ from app.errors import InvalidRequest
 from app.pipeline import Steps
 from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentBatchResponse, SegmentClass,
                          SegmentResponse, SegmentTimings)
-from app.segmenter import Segmenter
+from app.models.segmenter import Segmenter
 from app.vision.masks import class_pixels, encode_png, encode_rle, overlay_jpeg
 
 router = APIRouter(tags=["segmentation"])

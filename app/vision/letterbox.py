@@ -98,3 +98,17 @@ def to_tensor(images: np.ndarray, mean: tuple[float, float, float], std: tuple[f
     params.ddepth = cv2.CV_32F
     params.datalayout = cv2.DNN_LAYOUT_NCHW
     return cv2.dnn.blobFromImagesWithParams(list(images), params)
+
+
+def letterbox_corner(image: np.ndarray, size: int, fill: int = 0) -> tuple[np.ndarray, Letterbox]:
+    """Place an ``HxWx3 uint8`` image at the top-left of a ``size x size x 3`` canvas filled with
+    ``fill``, scaled to fit (face-api's ``padToSquare`` then resize: the pad at the bottom or right)."""
+    h, w = image.shape[:2]
+    geo = letterbox_geometry(w, h, size)
+    geo = Letterbox(scale=geo.scale, pad_x=0, pad_y=0, width=w, height=h, size=size)
+    _, _, x2, y2 = geo.content
+    resized = cv2.resize(image, (x2, y2), interpolation=resize_interpolation(geo.scale)) \
+        if (x2, y2) != (w, h) else image
+    canvas = np.full((size, size, 3), fill, dtype=np.uint8)
+    canvas[:y2, :x2] = resized
+    return canvas, geo

@@ -24,7 +24,7 @@ def detector_metadata(model: Detector, ckpt: dict, name: str, version: str, task
     example = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
     best = max(ckpt["history"], key=lambda h: h["map50_95"]) if ckpt.get("history") else {}
     return {
-        "name": name, "task": task, "version": version,
+        "name": name, "task": task, "family": "anchor-yolo", "version": version,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "class_names": ckpt["class_names"], "input_size": cfg.input_size, "train_input_size": cfg.input_size,
         "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD),

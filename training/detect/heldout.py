@@ -78,7 +78,7 @@ def api_client(models: Path | None, url: str | None) -> Iterator[object]:
 def serving_predictor(model: Path) -> Callable[[Path], Detections]:
     """The serving classes in-process, without HTTP: the server's decoder and ``ObjectDetector``
     (any detection task, the face detector included)."""
-    from app.detector import DetectParams, ObjectDetector
+    from app.models.anchor_detector import DetectParams, ObjectDetector
     from app.settings import Settings
 
     settings = Settings(device="cpu")

@@ -73,7 +73,8 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
 
     t = time.time()
     # the object detector of this build if there is one, else the bundled ONNX file's weights
-    init = next((p for p in (detector_checkpoint, models / "detector.onnx") if p and p.exists()), None)
+    init = next((p for p in (detector_checkpoint, models / "detector.onnx", models.parent / "detector.onnx")
+                 if p and p.exists()), None)
     train(TrainOptions(data=train_dir, val=val_dir, out=work / "face-detector-run", epochs=cfg.detector_epochs,
                        resume=True, init_from=init, limit=cfg.detector_photos, **FACE_DETECTOR_RECIPE))
     det_path, det_diff = export_detector(work / "face-detector-run" / "best.pt", models / "face_detector.onnx",

@@ -302,7 +302,7 @@ def export_embedder(checkpoint: Path, out: Path, version: str = "1.0.0") -> tupl
     size = cfg.input_size
     example = torch.zeros(1, 3, size, size)
     val = ckpt.get("validation", {})
-    meta = {"name": "embedder", "task": "face_embedding", "version": version, "input_size": size,
+    meta = {"name": "embedder", "task": "face_embedding", "family": "sightline-facenet", "version": version, "input_size": size,
             "embedding_dim": cfg.dim, "template": FACE_TEMPLATE.tolist(),
             "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD)},
             "distance": "squared_l2", "weights_sha256": weights_digest(model),

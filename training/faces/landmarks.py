@@ -203,7 +203,7 @@ def export_landmarks(checkpoint: Path, out: Path, version: str = "1.0.0") -> tup
     cfg, size = model.cfg, model.cfg.input_size
     example = torch.zeros(1, 3, size, size)
     best = min(ckpt["history"], key=lambda h: h["val_nme"]) if ckpt.get("history") else {}
-    meta = {"name": "landmarks", "task": "face_landmarks", "version": version, "input_size": size,
+    meta = {"name": "landmarks", "task": "face_landmarks", "family": "crop-landmarks", "version": version, "input_size": size,
             "crop_margin": cfg.margin, "flip_test": True, "landmark_names": ["left_eye", "right_eye", "nose_tip", "left_mouth",
                                                           "right_mouth"],
             "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD)},

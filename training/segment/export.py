@@ -39,7 +39,7 @@ def export_segmenter(checkpoint: Path, out: Path, name: str = "segmenter", versi
     best = max(history, key=lambda h: h["val_miou"]) if history else {}
     names = ckpt["class_names"]
     meta = {
-        "name": name, "task": "segmentation", "version": version,
+        "name": name, "task": "segmentation", "family": "unet", "version": version,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "class_names": names, "colors": palette(len(names)), "input_size": size,
         "output_stride": cfg.output_stride, "output_layout": "logits_nchw",

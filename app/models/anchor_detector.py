@@ -1,46 +1,25 @@
-"""The object detector as served: preprocessing contract and anchors read from the model's own
-metadata, ONNX Runtime inference, then the shared numpy post-processing."""
+"""``anchor-yolo``: Sightline's own YOLO-style anchor detector (objects, or faces with one class):
+preprocessing contract and anchors read from the model's own metadata, ONNX Runtime inference,
+then the shared numpy post-processing (decode anchors, NMS, undo the letterbox)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict
 
 from app.imaging import DecodedImage, decode_image
+from app.models.base import OnnxModel, normalise
+from app.models.metadata import AnchorDetectorMeta
 from app.pipeline import Infer, Steps, run_steps
-from app.runtime import ModelLoadError, SessionRunner, create_session, parse_metadata, read_metadata
+from app.runtime import create_session, read_metadata
 from app.settings import Settings
 from app.vision.anchors import anchor_grid
-from app.vision.letterbox import Letterbox, letterbox, to_tensor
+from app.vision.letterbox import Letterbox, letterbox
 from app.vision.postprocess import Detections, postprocess_detections
-
-
-class Normalization(BaseModel):
-    color: str = "RGB"
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-class DetectorMeta(BaseModel):
-    """What a detection model file must declare about itself."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    task: str
-    version: str
-    class_names: list[str]
-    input_size: int
-    normalization: Normalization
-    anchors: list[list[list[float]]]
-    strides: list[int]
-    output_layout: str
 
 
 @dataclass(frozen=True)
@@ -62,14 +41,15 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-class ObjectDetector:
-    """One detection model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
+class ObjectDetector(OnnxModel):
+    """One anchor detection model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
 
-    def __init__(self, session: ort.InferenceSession, meta: DetectorMeta, path: Path) -> None:
-        self.session, self.meta, self.path = session, meta, path
-        self.runner = SessionRunner(session)
+    families = ("anchor-yolo",)
+    meta: AnchorDetectorMeta
+
+    def __init__(self, session: ort.InferenceSession, meta: AnchorDetectorMeta, path: Path) -> None:
+        super().__init__(session, meta, path)
         self.grid = anchor_grid(meta.input_size, meta.strides, meta.anchors)
-        self.raw_metadata: dict[str, Any] = {}
 
     @classmethod
     def load(cls, path: Path, settings: Settings) -> ObjectDetector:
@@ -78,34 +58,13 @@ class ObjectDetector:
         det.runner.follow(settings)
         return det
 
-    @classmethod
-    def from_session(cls, session: ort.InferenceSession, raw: dict[str, Any], path: Path) -> ObjectDetector:
-        det = cls(session, parse_metadata(DetectorMeta, raw, path, "a detector"), path)
-        det.raw_metadata = raw
-        det._check_layout()
-        return det
-
-    def _check_layout(self) -> None:
-        """Refuse a file whose output does not match what its metadata declares."""
-        size = self.meta.input_size
-        out = self.run(np.zeros((1, 3, size, size), dtype=np.float32))
-        expected = (1, self.grid.rows, 5 + len(self.meta.class_names))
-        if out.shape != expected:
-            raise ModelLoadError(f"{self.path.name}: output shape {out.shape} != {expected} from its metadata")
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
+    def expected_output(self) -> tuple[int, ...]:
+        return (1, self.grid.rows, 5 + len(self.meta.class_names))
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """``HxWx3 uint8 RGB`` → ``(1, 3, S, S) float32`` and the letterbox geometry."""
         canvas, geo = letterbox(image, self.meta.input_size)
-        norm = self.meta.normalization
-        return to_tensor(canvas[None], norm.mean, norm.std), geo
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """``(B, 3, S, S) float32`` → raw ``(B, N, 5 + C)``."""
-        return self.runner.run(batch)
+        return normalise(canvas[None], self.meta.normalization), geo
 
     def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return postprocess_detections(raw, self.grid, geo, params.conf, params.iou, params.max_det, params.classes)
@@ -119,6 +78,13 @@ class ObjectDetector:
         t2 = time.perf_counter()
         dets = self.postprocess(raw[0], geo, params)
         return dets, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, _ms(t2))
+
+    def detect_many_steps(self, images: list[np.ndarray], params: DetectParams) -> Steps[list[Detections]]:
+        """``detect_steps`` for several images (tiles of a photo) in one model run, boxes in each
+        image's own pixels."""
+        prepared = [self.preprocess(image) for image in images]
+        raw = yield Infer(self, np.concatenate([batch for batch, _ in prepared]))
+        return [self.postprocess(out, geo, params) for out, (_, geo) in zip(raw, prepared)]
 
     def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
         return run_steps(self.detect_steps(image, params))

@@ -1,0 +1,171 @@
+"""The one metadata contract of a Sightline model file.
+
+Every ``models/*.onnx`` carries, JSON-encoded in ``metadata_props``, what is needed to run it: its
+task, its ``family`` (which module decodes it), input size, colour order and normalisation, and the
+family's own fields (anchors, class names, landmark points, template, threshold...), with where the
+weights came from and under which licence. The exporters of ``training/``, the converters of
+``training/pretrained/`` and the import command (``python -m app.models import``) all validate
+through ``validate_metadata`` before they write a file, so a bad file is refused when it is
+written; the server validates again when it loads it, and never guesses from shapes or names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DETECTION, SEGMENTATION = "detection", "segmentation"
+FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING = "face_detection", "face_landmarks", "face_embedding"
+TASKS = (DETECTION, SEGMENTATION, FACE_DETECTION, FACE_LANDMARKS, FACE_EMBEDDING)
+
+
+class MetadataError(ValueError):
+    """A model file's metadata that does not describe a model Sightline can serve."""
+
+
+class Normalization(BaseModel):
+    """Input tensor = ``(x / 255 - mean) / std`` per channel, channels in ``color`` order."""
+
+    color: Literal["RGB", "BGR"] = "RGB"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ModelMeta(BaseModel):
+    """What every model file declares. ``extra`` keys (training figures, cards) are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    task: Literal["detection", "segmentation", "face_detection", "face_landmarks", "face_embedding"]
+    family: str
+    version: str
+    input_size: int = Field(gt=0)        # side of the square input the model is run at
+    fixed_size: bool = False             # True: the graph takes only input_size (letterboxed or tiled to it)
+    normalization: Normalization
+    license: str | None = None           # of the weights, e.g. "CC0-1.0"; None = trained by Sightline
+    source: str | None = None            # where the weights came from (package, file, version)
+    weights_sha256: str | None = None    # of the original weights file, where converted
+
+
+class AnchorDetectorMeta(ModelMeta):
+    """``anchor-yolo``: Sightline's own YOLO-style anchor detector; raw ``(B, N, 5 + C)`` output."""
+
+    family: Literal["anchor-yolo"]
+    class_names: list[str] = Field(min_length=1)
+    anchors: list[list[list[float]]]
+    strides: list[int]
+    output_layout: str
+
+
+class BoxesDetectorMeta(ModelMeta):
+    """``ssd-boxes``: a detector whose graph decodes its own anchors: ``(B, N, 5)`` rows of
+    ``x1, y1, x2, y2`` in input pixels and the face probability (face-api's SSD MobileNetV1)."""
+
+    family: Literal["ssd-boxes"]
+    class_names: list[str] = Field(min_length=1, max_length=1)
+    boxes: int = Field(gt=0)             # rows of the output (anchors)
+    min_face: float = Field(gt=0)        # the smallest face (input pixels) it finds reliably: sets tiling
+    score_threshold: float = 0.5         # the authors' default operating point
+    pad: Literal["bottom_right", "centre"] = "bottom_right"   # how a photo is placed in the square input
+
+
+class LandmarkMeta(ModelMeta):
+    """``crop-landmarks``: points regressed on a square crop around a face box, as fractions of the
+    crop side. ``point_groups`` reduce the model's points to the 5 of the API (left eye, right eye,
+    nose tip, left mouth corner, right mouth corner, as seen in the image): each of the 5 is the mean
+    of the points listed (a 68-point model: the 6 points of each eye, the nose tip, the mouth corners)."""
+
+    family: Literal["crop-landmarks"]
+    points: int = 5
+    point_groups: list[list[int]] | None = None
+    crop_margin: float = Field(gt=0)     # crop side = box's longer side * crop_margin, centred on the box
+    flip_test: bool = False              # average with the mirrored crop's points
+
+    @model_validator(mode="after")
+    def _five_points(self) -> LandmarkMeta:
+        groups = self.point_groups
+        if groups is None and self.points != 5:
+            raise ValueError(f"a {self.points}-point model needs point_groups mapping its points to the 5 served")
+        if groups is not None and self.flip_test:
+            raise ValueError("the flip test averages 5-point readings; a model with point_groups cannot use it")
+        if groups is not None and (len(groups) != 5 or any(not g or min(g) < 0 or max(g) >= self.points
+                                                           for g in groups)):
+            raise ValueError(f"point_groups must be 5 non-empty lists of indices below {self.points}")
+        return self
+
+
+class VerificationMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    threshold: float = Field(gt=0)       # squared L2 distance of unit embeddings
+    target_far: float
+    method: str | None = None            # how the threshold was set (published operating point, calibration)
+    roc: list[dict[str, float]] | None = None   # [{"far", "tar", "threshold"}, ...]
+
+
+class HeadMeta(BaseModel):
+    weights: list[float]
+    bias: float
+
+
+class EmbedderMeta(ModelMeta):
+    """A face embedder fed a face aligned onto ``template`` (5 points, input pixels) by a similarity
+    transform; its output is made unit length. Families: ``sightline-facenet`` (trained here),
+    ``dlib-resnet`` (dlib's ResNet, 150 px chips), ``arcface`` (InsightFace's 112 px template)."""
+
+    family: Literal["sightline-facenet", "dlib-resnet", "arcface"]
+    embedding_dim: int = Field(gt=0)
+    template: list[tuple[float, float]] = Field(min_length=5, max_length=5)   # fractions of the input side
+    distance: Literal["squared_l2"] = "squared_l2"
+    verification: VerificationMeta
+    verification_head: HeadMeta | None = None
+    flip_test: bool = False
+
+
+class SegmenterMeta(ModelMeta):
+    """``unet``: per-pixel class logits ``(B, C, S / stride, S / stride)``."""
+
+    family: Literal["unet"]
+    class_names: list[str]              # index = class id; 0 is the background
+    colors: list[tuple[int, int, int]]  # RGB per class, for overlays
+    output_stride: int = 1
+
+    @model_validator(mode="after")
+    def _one_colour_per_class(self) -> SegmenterMeta:
+        if len(self.colors) != len(self.class_names):
+            raise ValueError(f"{len(self.colors)} colours for {len(self.class_names)} classes")
+        if not 1 < len(self.class_names) <= 255:
+            raise ValueError("a segmenter has 2 to 255 classes (class ids are one byte; 255 is reserved)")
+        if self.input_size % self.output_stride:
+            raise ValueError(f"input_size {self.input_size} is not a multiple of output_stride {self.output_stride}")
+        return self
+
+
+# family -> its metadata class, and the tasks a file of that family may serve
+FAMILIES: dict[str, tuple[type[ModelMeta], tuple[str, ...]]] = {
+    "anchor-yolo": (AnchorDetectorMeta, (DETECTION, FACE_DETECTION)),
+    "ssd-boxes": (BoxesDetectorMeta, (FACE_DETECTION,)),
+    "crop-landmarks": (LandmarkMeta, (FACE_LANDMARKS,)),
+    "sightline-facenet": (EmbedderMeta, (FACE_EMBEDDING,)),
+    "dlib-resnet": (EmbedderMeta, (FACE_EMBEDDING,)),
+    "arcface": (EmbedderMeta, (FACE_EMBEDDING,)),
+    "unet": (SegmenterMeta, (SEGMENTATION,)),
+}
+
+
+def validate_metadata(raw: dict[str, Any], where: str = "model") -> ModelMeta:
+    """``raw`` (JSON-decoded ``metadata_props``) as the metadata class of its family; a
+    ``MetadataError`` naming ``where`` and what is wrong otherwise."""
+    family, task = raw.get("family"), raw.get("task")
+    if family not in FAMILIES:
+        raise MetadataError(f"{where}: family {family!r} is not one Sightline serves "
+                            f"(one of {', '.join(sorted(FAMILIES))})")
+    meta_class, tasks = FAMILIES[family]
+    if task not in tasks:
+        raise MetadataError(f"{where}: a {family} model serves {' or '.join(tasks)}, not task {task!r}")
+    try:
+        return meta_class.model_validate(raw)
+    except ValidationError as exc:
+        raise MetadataError(f"{where}: its metadata does not describe a {family} model: {exc}") from exc

@@ -1,0 +1,70 @@
+"""``unet``: the semantic segmenter as served: the U-Net's preprocessing contract (input size, normalisation,
+output stride, class names and colours) read from its own metadata, ONNX Runtime inference, then
+the logits taken back to the original image (``app.vision.masks``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from app.imaging import DecodedImage, decode_image
+from app.models.anchor_detector import StageTimes
+from app.models.base import OnnxModel, normalise
+from app.models.metadata import SegmenterMeta
+from app.pipeline import Infer, Steps, run_steps
+from app.vision.letterbox import letterbox
+from app.vision.masks import logits_to_mask
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    mask: np.ndarray   # (H, W) uint8 class ids at the original resolution
+    times: StageTimes
+
+
+class Segmenter(OnnxModel):
+    """One segmentation model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
+
+    families = ("unet",)
+    meta: SegmenterMeta
+
+    def expected_output(self) -> tuple[int, ...]:
+        side = self.meta.input_size // self.meta.output_stride
+        return (1, len(self.meta.class_names), side, side)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.class_names)
+
+    def segment_steps(self, image: np.ndarray) -> Steps[Segmentation]:
+        """``HxWx3 uint8 RGB`` → class ids at the image's own resolution (``app.pipeline`` steps)."""
+        return self._steps(image, 1, None)
+
+    def decode(self, data: bytes, max_pixels: int, full: bool = False) -> DecodedImage:
+        """An upload decoded for this segmenter: a large JPEG comes already shrunk towards the input
+        size in its DCT (``app.imaging``, rule 7), unless ``full`` (an overlay draws on every pixel)."""
+        return decode_image(data, max_pixels, fit=None if full else self.meta.input_size)
+
+    def photo_steps(self, image: DecodedImage) -> Steps[Segmentation]:
+        """``segment_steps`` on a decoded upload: the mask at the photo's own resolution, however
+        shrunk ``image.rgb`` was decoded."""
+        return self._steps(image.rgb, image.reduction, (image.photo_width, image.photo_height))
+
+    def _steps(self, image: np.ndarray, reduction: int, photo: tuple[int, int] | None) -> Steps[Segmentation]:
+        t0 = time.perf_counter()
+        canvas, geo = letterbox(image, self.meta.input_size)
+        batch = normalise(canvas[None], self.meta.normalization)
+        t1 = time.perf_counter()
+        logits = (yield Infer(self, batch))[0]
+        t2 = time.perf_counter()
+        if reduction != 1 and photo is not None:
+            # photo pixel X is decoded coordinate X / reduction (DCT scaling): the photo's own letterbox
+            geo = replace(geo, scale=geo.scale / reduction, width=photo[0], height=photo[1])
+        mask = logits_to_mask(logits, geo, self.meta.output_stride)
+        t3 = time.perf_counter()
+        return Segmentation(mask, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))
+
+    def segment(self, image: np.ndarray) -> Segmentation:
+        return run_steps(self.segment_steps(image))
