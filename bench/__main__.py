@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from app.detector import ObjectDetector
+from app.models.anchor_detector import ObjectDetector
 from app.imaging import decode_image
 from app.settings import Settings
 from bench.gallery_search import DEFAULT_RUNS as GALLERY_RUNS

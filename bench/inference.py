@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from app.detector import ObjectDetector
+from app.models.anchor_detector import ObjectDetector
 from bench.stats import summarize_ms, time_calls
 
 

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from app.detector import DetectParams, ObjectDetector
+from app.models.anchor_detector import DetectParams, ObjectDetector
 from app.imaging import decode_image
 from app.pipeline import run_steps
 from bench.stats import summarize_ms

@@ -43,7 +43,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.detector import DetectParams, ObjectDetector
+from app.models.anchor_detector import DetectParams, ObjectDetector
 from app.imaging import decode_image
 from app.runtime import thread_plan
 from app.settings import Settings
