@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ CHIP = 150                            # the side of the chips the network reads
 PADDING = 0.25                        # dlib's default padding of those chips
 MODELS_SUBDIR = "face_recognition_models-0.3.0/face_recognition_models/models"
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+DESCRIPTOR_NORM = 1.34                # mean norm of dlib's raw descriptors on the 34 faces of real_photos()
 
 
 class FormatError(ValueError):
@@ -55,6 +57,8 @@ class FormatError(ValueError):
 
 def read_int(buf: bytes, pos: int) -> tuple[int, int]:
     """A signed or unsigned integer: control byte, then ``control & 0x0F`` little-endian bytes."""
+    if pos >= len(buf):
+        raise FormatError(f"byte {pos}: the file ends where an integer was expected")
     control = buf[pos]
     size = control & 0x0F
     if control & 0x70 or not 1 <= size <= 8 or pos + 1 + size > len(buf):
@@ -72,8 +76,8 @@ def read_float(buf: bytes, pos: int) -> tuple[float, int]:
 
 
 def read_bool(buf: bytes, pos: int) -> tuple[bool, int]:
-    if buf[pos] not in b"01":
-        raise FormatError(f"byte {pos}: {buf[pos]:#04x} is not a bool ('0' or '1')")
+    if pos >= len(buf) or buf[pos] not in b"01":
+        raise FormatError(f"byte {pos}: no bool ('0' or '1') there")
     return buf[pos] == ord("1"), pos + 1
 
 
@@ -303,40 +307,39 @@ class Affine(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
 
 
-def zero_pad_to(t: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
-    """``(B, C, H, W)`` → ``(B, c, h, w)``, zeros appended after the last channel, row and column."""
-    if tuple(t.shape[1:]) == (c, h, w):
-        return t
-    return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-
-def add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """dlib's ``add_prev_``: the sum of two ``(B, C, H, W)`` tensors whose C, H or W may differ, the
-    smaller one zero-padded at the end of each axis (``tt::add`` in dlib/cuda/cpu_dlib.cpp)."""
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-    return zero_pad_to(a, c, h, w) + zero_pad_to(b, c, h, w)
+def zero_pad(t: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+    """``F.pad`` with zeros appended (``pads``: after the last column, row, channel), or ``t`` itself."""
+    return F.pad(t, (0, pads[0], 0, pads[1], 0, pads[2])) if any(pads) else t
 
 
 class Residual(nn.Module):
-    """dlib's ``ares`` (stride 1) and ``ares_down`` (stride 2): ``relu(block(x) + shortcut(x))``.
+    """dlib's ``ares`` (stride 1) and ``ares_down`` (stride 2) on a ``side``-pixel input:
+    ``relu(block(x) + shortcut(x))``.
 
     block: con 3x3/stride, affine, relu, con 3x3/1, affine (dlib pads a convolution by size // 2 at
-    stride 1 and by 0 otherwise); shortcut: ``x``, or a 2x2/2 average pool of ``x`` in a down block.
-    In a down block the two sides differ in channels, and at 8 and 4 px also in size (3 against 4,
-    1 against 2): the sum zero-pads them (``add_zero_padded``)."""
+    stride 1, by 0 otherwise); shortcut: ``x``, or a 2x2/2 average pool of ``x`` in a down block.
+    dlib's ``add_prev_`` adds tensors of different shapes by zero-padding the smaller one at the end
+    of each axis (``tt::add``, dlib/cuda/cpu_dlib.cpp): in a down block the shortcut has fewer
+    channels, and from an even side the block is a pixel smaller (8 px: 3 against 4; 4 px: 1
+    against 2). The pads are fixed here from ``side``, as the network's input size is."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, side: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=1 if stride == 1 else 0)
         self.affine1 = Affine(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, padding=1)
         self.affine2 = Affine(cout)
         self.shortcut = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
+        block, short = (side, side) if stride == 1 else ((side - 3) // 2 + 1, side // 2)
+        self.side = max(block, short)                                   # the output's side
+        self.grow_block = (self.side - block, self.side - block, 0)     # (columns, rows, channels)
+        self.grow_short = (self.side - short, self.side - short, cout - cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.affine1(self.conv1(x)))                  # (B, cout, H', W'); H' = H or (H - 3) // 2 + 1
-        y = self.affine2(self.conv2(y))                          # (B, cout, H', W')
-        return F.relu(add_zero_padded(y, self.shortcut(x)))      # (B, cout, max(H', (H - 2) // 2 + 1), ...)
+        y = F.relu(self.affine1(self.conv1(x)))      # (B, cout, b, b); b = side, or (side - 3) // 2 + 1
+        y = self.affine2(self.conv2(y))              # (B, cout, b, b)
+        s = self.shortcut(x)                         # (B, cin, a, a); a = side, or side // 2
+        return F.relu(zero_pad(y, self.grow_block) + zero_pad(s, self.grow_short))   # (B, cout, max(a, b), ...)
 
     def plan(self) -> Plan:
         """Its layers in the order of dlib's file (from the input up)."""
@@ -354,13 +357,17 @@ class DlibResNet(nn.Module):
         self.conv = nn.Conv2d(3, 32, 7, 2)
         self.affine = Affine(32)
         self.pool = nn.MaxPool2d(3, 2)
-        self.blocks = nn.Sequential(*(Residual(*block) for block in BLOCKS))
+        blocks, side = [], 35                        # the side after the stem
+        for cin, cout, stride in BLOCKS:
+            blocks.append(Residual(cin, cout, stride, side))
+            side = blocks[-1].side
+        self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(256, 128, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.affine(self.conv(x)))        # (B, 32, 72, 72)
         x = self.pool(x)                             # (B, 32, 35, 35)
-        x = self.blocks(x)                           # (B, 256, 2, 2): 35 → 17 → 8 → 4 (3 padded) → 2 (1 padded)
+        x = self.blocks(x)                           # (B, 256, 2, 2): 35 → 17 → 8 → 4 → 2
         return self.fc(x.mean(dim=(2, 3)))           # (B, 256) → (B, 128)
 
     def plan(self) -> Plan:
@@ -424,8 +431,8 @@ def build_resnet(dat_path: Path) -> DlibResNet:
 def resnet_metadata(dat_path: Path) -> dict[str, Any]:
     """Sightline's metadata for the converted file: input normalisation from the file's own channel
     means (``(x / 255 - avg / 255) / (256 / 255)`` is dlib's ``(x - avg) / 256``), the chip template,
-    and dlib's published operating point (Euclidean 0.6 on the raw descriptors, which are close to
-    unit length: 0.6 ** 2 as squared L2 of unit vectors), to be calibrated on the served path."""
+    and a nominal threshold: dlib's published Euclidean 0.6 on raw descriptors, divided by their
+    typical norm and squared (Sightline compares unit vectors), to be calibrated on the served path."""
     data = Path(dat_path).read_bytes()
     avg = read_network(data)[0][1]["avg"]
     return {
@@ -435,9 +442,9 @@ def resnet_metadata(dat_path: Path) -> dict[str, Any]:
         "license": "CC0-1.0", "source": f"pypi:face-recognition-models==0.3.0 {RESNET_FILE} (dlib, Davis King)",
         "weights_sha256": hashlib.sha256(data).hexdigest(), "embedding_dim": 128,
         "template": (chip_template() / CHIP).round(6).tolist(),
-        "verification": {"threshold": 0.36, "target_far": 1e-3,
-                         "method": "dlib's published threshold, Euclidean 0.6 on raw descriptors (LFW "
-                                   "99.38%), squared; not calibrated here"},
+        "verification": {"threshold": round((0.6 / DESCRIPTOR_NORM) ** 2, 3), "target_far": 1e-3,
+                         "method": f"nominal: dlib's published Euclidean 0.6 on raw descriptors (LFW 99.38%) "
+                                   f"over their mean norm {DESCRIPTOR_NORM}, squared; not calibrated"},
     }
 
 
@@ -445,8 +452,12 @@ def export_resnet(dat_path: Path, out_path: Path, metadata: dict[str, Any]) -> P
     """Convert dlib's ``.dat`` into an ONNX file (dynamic batch, input ``(B, 3, 150, 150)``, output
     ``embedding (B, 128)``) carrying ``metadata``, validated before anything is written."""
     validate_metadata(metadata, str(out_path))
-    return export_onnx(build_resnet(dat_path), torch.zeros(1, 3, CHIP, CHIP), Path(out_path), metadata,
-                       output_name="embedding")
+    model = build_resnet(dat_path)
+    with warnings.catch_warnings():
+        # the exporter writes F.pad's constant pads through a reversed Slice it cannot fold; ONNX
+        # Runtime folds it when it loads the file (5 Pad nodes with constant pads remain)
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1")
+        return export_onnx(model, torch.zeros(1, 3, CHIP, CHIP), Path(out_path), metadata, output_name="embedding")
 
 
 def onnx_descriptors(onnx_path: Path, chips: np.ndarray) -> np.ndarray:
@@ -522,17 +533,18 @@ PORTRAITS = ("obama", "obama2", "obama3", "biden")
 
 @dataclass(frozen=True)
 class Face:
-    """One face of a real photo, two ways into a 150 px chip."""
+    """One face of a real photo in three 150 px chips, each ``(150, 150, 3) uint8`` RGB."""
 
     photo: str
-    dlib_chip: np.ndarray        # (150, 150, 3) uint8 RGB: dlib.get_face_chip of the 5-point predictor's shape
-    template_chip: np.ndarray    # (150, 150, 3) uint8 RGB: the 68-point predictor's points reduced to
-                                 # Sightline's 5, aligned onto chip_template() by Sightline's align_face
+    dlib_chip: np.ndarray        # dlib.get_face_chip of the 5-point predictor's shape (what dlib's users do)
+    dlib_chip68: np.ndarray      # dlib.get_face_chip of the 68-point predictor's shape
+    template_chip: np.ndarray    # the 68-point shape reduced to Sightline's 5 points, aligned onto
+                                 # chip_template() by Sightline's align_face
 
 
 @dataclass(frozen=True)
 class Parity:
-    """dlib against ONNX Runtime on the same chips."""
+    """dlib against ONNX Runtime on the same chips (dlib_chip)."""
 
     faces: int
     min_cosine: float
@@ -540,7 +552,15 @@ class Parity:
     norms_dlib: tuple[float, float]              # (min, max) descriptor norm
     norms_onnx: tuple[float, float]
     portraits: dict[tuple[str, str], tuple[float, float]]   # (photo, photo) → Euclidean (dlib, ONNX)
-    template_distances: np.ndarray               # (N,) ONNX: template chip against dlib's chip
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """Euclidean distances ``(N,)`` between ONNX descriptors of two chips of each face."""
+
+    to_dlib_chip: np.ndarray     # template_chip against dlib_chip
+    to_dlib_chip68: np.ndarray   # template_chip against dlib_chip68 (the same landmarks)
+    dlib_5_vs_68: np.ndarray     # dlib_chip68 against dlib_chip: dlib's own spread between predictors
 
 
 def model_dir() -> Path:
@@ -569,10 +589,11 @@ def find_faces(photos: dict[str, np.ndarray], models: Path) -> list[Face]:
     faces = []
     for name, image in photos.items():
         for rect in detector(image, 0):
-            chip = dlib.get_face_chip(image, five(image, rect), size=CHIP, padding=PADDING)
             shape = sixty_eight(image, rect)
             points = np.array([(p.x, p.y) for p in shape.parts()], np.float64) + 0.5   # to pixel-centre 0.5
-            faces.append(Face(name, chip, align_face(image, sightline_points(points), CHIP, template)))
+            faces.append(Face(name, dlib.get_face_chip(image, five(image, rect), size=CHIP, padding=PADDING),
+                              dlib.get_face_chip(image, shape, size=CHIP, padding=PADDING),
+                              align_face(image, sightline_points(points), CHIP, template)))
     return faces
 
 
@@ -597,30 +618,35 @@ def portrait_distances(faces: list[Face], desc: np.ndarray) -> dict[tuple[str, s
 
 
 def compare(onnx_path: Path, dat_path: Path, faces: list[Face]) -> Parity:
-    """dlib's descriptors of dlib's chips against ONNX Runtime's of the same chips, and ONNX's of the
-    template chips against ONNX's of dlib's."""
+    """dlib's descriptors of dlib's chips against ONNX Runtime's of the same chips."""
     chips = np.stack([f.dlib_chip for f in faces])
     ref, got = dlib_descriptors(dat_path, chips), onnx_descriptors(onnx_path, chips)
-    aligned = onnx_descriptors(onnx_path, np.stack([f.template_chip for f in faces]))
     norms = [np.linalg.norm(d, axis=1) for d in (ref, got)]
     by_dlib, by_onnx = portrait_distances(faces, ref), portrait_distances(faces, got)
     return Parity(faces=len(faces), min_cosine=float(cosines(ref, got).min()),
                   max_abs_diff=float(np.abs(ref - got).max()),
                   norms_dlib=(float(norms[0].min()), float(norms[0].max())),
                   norms_onnx=(float(norms[1].min()), float(norms[1].max())),
-                  portraits={k: (by_dlib[k], by_onnx[k]) for k in by_dlib},
-                  template_distances=np.linalg.norm(aligned - got, axis=1))
+                  portraits={k: (by_dlib[k], by_onnx[k]) for k in by_dlib})
 
 
-def print_parity(report: Parity, faces: list[Face]) -> None:
-    print(f"{report.faces} faces ({', '.join(sorted({f.photo for f in faces}))}): min cosine "
-          f"{report.min_cosine:.7f}, max |dlib - onnx| {report.max_abs_diff:.2e}")
-    print(f"descriptor norms: dlib {report.norms_dlib[0]:.4f}..{report.norms_dlib[1]:.4f}, "
-          f"onnx {report.norms_onnx[0]:.4f}..{report.norms_onnx[1]:.4f}")
-    for (a, b), (d, o) in report.portraits.items():
+def check_template(onnx_path: Path, faces: list[Face]) -> TemplateCheck:
+    """The template chips against dlib's chips, by the ONNX descriptors."""
+    a, b, t = (onnx_descriptors(onnx_path, np.stack([getattr(f, k) for f in faces]))
+               for k in ("dlib_chip", "dlib_chip68", "template_chip"))
+    return TemplateCheck(to_dlib_chip=np.linalg.norm(t - a, axis=1), to_dlib_chip68=np.linalg.norm(t - b, axis=1),
+                         dlib_5_vs_68=np.linalg.norm(b - a, axis=1))
+
+
+def print_report(parity: Parity, template: TemplateCheck, faces: list[Face]) -> None:
+    print(f"{parity.faces} faces ({', '.join(sorted({f.photo for f in faces}))}): min cosine "
+          f"{parity.min_cosine:.7f}, max |dlib - onnx| {parity.max_abs_diff:.2e}")
+    print(f"descriptor norms: dlib {parity.norms_dlib[0]:.4f}..{parity.norms_dlib[1]:.4f}, "
+          f"onnx {parity.norms_onnx[0]:.4f}..{parity.norms_onnx[1]:.4f}")
+    for (a, b), (d, o) in parity.portraits.items():
         print(f"  {a:>7} - {b:<7} dlib {d:.4f}  onnx {o:.4f}  ({'same' if o < 0.6 else 'different'})")
-    t = report.template_distances
-    print(f"template chip vs dlib chip (onnx): median {np.median(t):.4f}, max {t.max():.4f}")
+    for name, d in vars(template).items():
+        print(f"template check, {name}: median {np.median(d):.4f}, max {d.max():.4f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -632,7 +658,7 @@ def main(argv: list[str] | None = None) -> None:
     path = export_resnet(dat, args.out, resnet_metadata(dat))
     print(f"wrote {path}; template (150 px chip): {chip_template().round(3).tolist()}")
     faces = find_faces(real_photos(), model_dir())
-    print_parity(compare(path, dat, faces), faces)
+    print_report(compare(path, dat, faces), check_template(path, faces), faces)
     print(f"one ONNX Runtime run at batch 1 (CPU): {onnx_latency(path) * 1000:.1f} ms (median of 20)")
 
 
