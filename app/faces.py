@@ -71,18 +71,23 @@ def tiled_detect_steps(detector: BoxesDetector, image: np.ndarray, params: Detec
                        ) -> Steps[Detections]:
     """Faces of ``image`` down to ``smallest`` pixels: the whole image in one look, then, where the
     detector's ``min_face`` needs it, finer looks in overlapping tiles (``app.vision.tiles``), every
-    look's tiles in one model run; boxes cut by an inner tile edge dropped, the rest through one NMS."""
+    look's tiles in one model run. A finer look keeps only faces smaller than the tiles' overlap
+    (each lies whole in some tile; larger ones a coarser look finds whole) and none cut by an inner
+    tile edge; all looks' boxes then go through one NMS."""
     h, w = image.shape[:2]
     tile, min_face = detector.meta.input_size, detector.meta.min_face
+    overlap = tile // 4
     boxes, scores = [], []
     for i, scale in enumerate(look_scales(max(h, w), tile, min_face, smallest)):
         view = image if i == 0 else _scaled(image, scale)         # the first look: the whole image
         vh, vw = view.shape[:2]
-        cuts = [(0, 0, vw, vh)] if i == 0 else windows(vw, vh, tile, tile // 4)
+        cuts = [(0, 0, vw, vh)] if i == 0 else windows(vw, vh, tile, overlap)
         found = yield from detector.detect_many_steps([view[y1:y2, x1:x2] for x1, y1, x2, y2 in cuts], params)
         for (x1, y1, x2, y2), dets in zip(cuts, found):
             b = dets.boxes + np.array([x1, y1, x1, y1], np.float32)
             keep = ~cut_by_inner_edge(b, (x1, y1, x2, y2), vw, vh)
+            if i:   # a face larger than the overlap may be cut anywhere: a coarser look finds it whole
+                keep &= np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= overlap
             boxes.append(b[keep] * np.float32(w / vw))
             scores.append(dets.scores[keep])
     all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)

@@ -6,7 +6,6 @@ landmark diffs at most 2e-5 px at 112, our pad + resize identical to face-api's 
 """
 
 import json
-import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -16,8 +15,6 @@ from app.models.metadata import validate_metadata
 from training.onnx_export import file_metadata
 from training.pretrained import faceapi as fa
 
-needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                                reason="Node.js 20 and npm are needed to run face-api, the reference")
 
 
 def test_manifest_reader_dequantizes_uint8_across_shards(tmp_path):
@@ -76,7 +73,6 @@ def test_files_carry_valid_metadata_and_a_dynamic_batch(converted):
         np.testing.assert_allclose(both[1], session.run(None, {"images": batch[1:]})[0][0], atol=1e-4)
 
 
-@needs_node
 def test_ssd_matches_faceapi(parity):
     with_faces = [s for s in parity.ssd if len(s.theirs)]
     assert len(with_faces) >= 6, [s.name for s in with_faces]   # 4 portraits/astronaut + 3 Solvay windows (+ cat)
@@ -88,20 +84,17 @@ def test_ssd_matches_faceapi(parity):
     assert all(s.anchors > 0 for s in with_faces)
 
 
-@needs_node
 def test_landmarks_match_faceapi_on_face_crops(parity):
     assert len(parity.landmark_diffs) >= 10
     worst = max(parity.landmark_diffs, key=parity.landmark_diffs.get)
     assert parity.landmark_diffs[worst] < fa.LANDMARK_TOL, (worst, parity.landmark_diffs[worst])
 
 
-@needs_node
 def test_our_pad_and_resize_are_faceapis(parity):
     assert len(parity.preprocess_diffs) == 2
     assert max(parity.preprocess_diffs.values()) < 1e-3, parity.preprocess_diffs
 
 
-@needs_node
 def test_one_face_on_a_portrait_none_on_faceless_photos(parity):
     """The cat (chelsea.png) is left out: the SSD, face-api's own included, scores its face 0.93."""
     found = {s.name: s.ours for s in parity.ssd}

@@ -61,7 +61,7 @@ class FaceEmbedder(OnnxModel):
         if not len(landmarks):
             return np.zeros((0, self.meta.embedding_dim), np.float32)
         size, template = self.meta.input_size, np.asarray(self.meta.template)
-        crops = np.stack([align_face(image, pts, size, template) for pts in landmarks])
+        crops = np.stack([align_face(image, pts, size, template, self.meta.align_points) for pts in landmarks])
         batch = with_mirror(crops) if self.meta.flip_test else crops
         out = yield Infer(self, normalise(batch, self.meta.normalization))
         return sum_mirror_embeddings(out) if self.meta.flip_test else unit(out)

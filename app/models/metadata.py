@@ -100,7 +100,7 @@ class VerificationMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     threshold: float = Field(gt=0)       # squared L2 distance of unit embeddings
-    target_far: float
+    target_far: float | None = None      # the false-accept rate it was set at, where it was
     method: str | None = None            # how the threshold was set (published operating point, calibration)
     roc: list[dict[str, float]] | None = None   # [{"far", "tar", "threshold"}, ...]
 
@@ -118,10 +118,18 @@ class EmbedderMeta(ModelMeta):
     family: Literal["sightline-facenet", "dlib-resnet", "arcface"]
     embedding_dim: int = Field(gt=0)
     template: list[tuple[float, float]] = Field(min_length=5, max_length=5)   # fractions of the input side
+    align_points: list[int] | None = None   # which of the 5 points the similarity is fitted to (None: all)
     distance: Literal["squared_l2"] = "squared_l2"
     verification: VerificationMeta
     verification_head: HeadMeta | None = None
     flip_test: bool = False
+
+    @model_validator(mode="after")
+    def _alignable(self) -> EmbedderMeta:
+        points = self.align_points
+        if points is not None and (len(set(points)) < 2 or not all(0 <= i < 5 for i in points)):
+            raise ValueError("align_points must name at least 2 distinct points of the 5 (indices 0-4)")
+        return self
 
 
 class SegmenterMeta(ModelMeta):

@@ -109,9 +109,12 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
-def alignment_transform(landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE) -> np.ndarray:
-    """The similarity taking the 5 ``landmarks`` onto ``template`` (fractions) of a ``size``-pixel crop."""
-    return similarity_transform(landmarks, np.asarray(template, dtype=np.float64) * size)
+def alignment_transform(landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE,
+                        points: list[int] | None = None) -> np.ndarray:
+    """The similarity taking the 5 ``landmarks`` onto ``template`` (fractions) of a ``size``-pixel crop,
+    fitted to the ``points`` among them (all 5 by default)."""
+    idx = list(range(5)) if points is None else points
+    return similarity_transform(np.asarray(landmarks)[idx], np.asarray(template, dtype=np.float64)[idx] * size)
 
 
 def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -140,10 +143,10 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
                           borderValue=(BORDER, BORDER, BORDER))
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE
-               ) -> np.ndarray:
-    """The ``size x size`` aligned face: eyes level, at the template's places."""
-    return warp(image, alignment_transform(landmarks, size, template), size)
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndarray = FACE_TEMPLATE,
+               points: list[int] | None = None) -> np.ndarray:
+    """The ``size x size`` aligned face: eyes level, at the template's places (fitted to ``points``)."""
+    return warp(image, alignment_transform(landmarks, size, template, points), size)
 
 
 def box_crop_transform(box: np.ndarray, size: int, margin: float) -> np.ndarray:
