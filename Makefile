@@ -6,7 +6,7 @@ HOST   ?= $(or $(SIGHTLINE_HOST),127.0.0.1)
 PORT   ?= $(or $(SIGHTLINE_PORT),8000)
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run install install-train test models import-models bench heldout clean
+.PHONY: run install install-train test models import-models calibrate bench heldout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ models: $(VENV)/.train
 # against its original runtime (dlib-bin, face-api in Node.js) and checked on real photos.
 import-models: $(VENV)/.train
 	$(BIN)/python -m training.pretrained --out models
+
+# Set the served embedder's 1:1 threshold on your own photos: PHOTOS=folder of <person>/<photo>.
+FAR ?= 0.001
+calibrate: $(VENV)/.train
+	$(BIN)/python -m training.faces.calibrate --photos "$(PHOTOS)" --far $(FAR) --roc "$(PHOTOS)/roc.png"
 
 # Score the bundled models on held-out data through the HTTP API.
 heldout: $(VENV)/.train

@@ -20,15 +20,17 @@ import cv2
 from fastapi import FastAPI
 
 from app.admission import AdaptiveLimit
-from app.api import detect, faces, health, segment, subjects
+from app.api import admin, detect, faces, health, segment, subjects
 from app.batching import BatchSettings
 from app.errors import install_error_handlers
 from app.gallery import Gallery
 from app.limits import BodyLimitMiddleware
+from app.models.metadata import VerificationMeta
 from app.observability import MULTIPROC_ENV, Metrics, RequestMiddleware
 from app.pipeline import Engine
 from app.registry import ModelRegistry, load_models
 from app.runtime import thread_plan
+from app.services.calibration import CalibrationStore
 from app.settings import Settings
 
 log = logging.getLogger("sightline")
@@ -48,6 +50,10 @@ def _start(app: FastAPI) -> None:
                                              registry.embedder.meta.embedding_dim)
         except Exception as exc:
             raise _GalleryFailed(str(exc)) from exc
+        saved = CalibrationStore(settings.data_dir).load(registry.embedder.fingerprint)
+        if saved is not None:   # a threshold calibrated through POST /admin/calibration for these weights
+            registry.embedder.use_verification(VerificationMeta.model_validate(saved))
+            log.info("verification threshold %.4f from %s/calibration.json", saved["threshold"], settings.data_dir)
 
 
 async def _load(app: FastAPI) -> None:
@@ -150,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(segment.router)
     app.include_router(faces.router)
     app.include_router(subjects.router)
+    app.include_router(admin.router)
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -201,3 +201,24 @@ class FacesDetectBatchResponse(BaseModel):
 
 class SegmentBatchResponse(BaseModel):
     results: list[SegmentResponse] = Field(description="one result per image part, in the order sent")
+
+
+class RocPoint(BaseModel):
+    far: float
+    tar: float
+    threshold: float
+
+
+class CalibrationOut(BaseModel):
+    threshold: float = Field(description="squared L2 distance of unit embeddings at or below which two faces match")
+    target_far: float | None = Field(description="the false-accept rate it was set at, where it was")
+    far: float | None = Field(None, description="the false-accept rate measured at the threshold")
+    tar: float | None = Field(None, description="the true-accept rate measured at the threshold")
+    method: str | None = Field(description="how it was set")
+    genuine_pairs: int | None = None
+    impostor_pairs: int | None = None
+    roc: list[RocPoint]
+    source: Literal["model_file", "calibration"] = Field(description=(
+        "model_file: the threshold the embedder's file carries; calibration: set by POST /admin/calibration"))
+    photos: int | None = Field(None, description="photos in the archive (POST only)")
+    photos_without_face: int | None = Field(None, description="photos where no face was found or read (POST only)")

@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 
 from app.models.base import OnnxModel, normalise
-from app.models.metadata import EmbedderMeta
+from app.models.metadata import EmbedderMeta, VerificationMeta
 from app.pipeline import Infer, Steps, run_steps
 from app.vision.align import align_face, sum_mirror_embeddings, unit, with_mirror
 
@@ -22,6 +22,18 @@ class FaceEmbedder(OnnxModel):
 
     def expected_output(self) -> tuple[int, ...]:
         return (1, self.meta.embedding_dim)
+
+    @property
+    def file_verification(self) -> VerificationMeta:
+        """The threshold the model file carries (``use_verification`` may have replaced it)."""
+        if not hasattr(self, "_file_verification"):
+            self._file_verification = self.meta.verification
+        return self._file_verification
+
+    def use_verification(self, verification: VerificationMeta | None) -> None:
+        """Serve ``verification`` (a calibration) instead of the file's; None: the file's again."""
+        original = self.file_verification
+        self.meta.verification = original if verification is None else verification
 
     @property
     def fingerprint(self) -> str:

@@ -1,5 +1,6 @@
-"""Verification figures from embeddings: genuine and impostor pair distances, the ROC, the
-distance threshold at a target false-accept rate, and the ROC plot.
+"""Verification figures from embeddings for training: the maths is the server's own
+(``app.services.calibration``: pair distances, ROC, threshold at a false-accept rate), so that a
+threshold set here is the one served; this module adds the ROC plot (matplotlib).
 
 A pair is accepted as the same person when its squared distance is at or below the threshold.
 """
@@ -10,35 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app.services.calibration import ROC_FARS, pair_distances, roc_points, threshold_at_far
 
-def pair_distances(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared L2 distances of every pair of rows: (genuine, impostor)."""
-    emb = np.asarray(emb, dtype=np.float32)
-    sq = (emb * emb).sum(axis=1)
-    d = np.maximum(sq[:, None] - 2 * emb @ emb.T + sq[None, :], 0.0)
-    i, j = np.triu_indices(len(emb), k=1)
-    same = np.asarray(labels)[i] == np.asarray(labels)[j]
-    return d[i, j][same], d[i, j][~same]
-
-
-def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> dict[str, float]:
-    """The largest threshold whose false-accept rate on ``impostor`` is at most ``far``, with the
-    true-accept rate it gives on ``genuine``."""
-    imp = np.sort(np.asarray(impostor, dtype=np.float64))
-    allowed = int(np.floor(far * len(imp)))       # impostor pairs that may be accepted
-    threshold = float(np.nextafter(imp[allowed], -np.inf)) if allowed < len(imp) else float(imp[-1])
-    return {"threshold": threshold, "far": float((imp <= threshold).mean()),
-            "tar": float((np.asarray(genuine) <= threshold).mean()), "target_far": far,
-            "genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(imp))}
-
-
-ROC_FARS = tuple(float(f) for f in 10.0 ** np.arange(-6.0, -0.9, 0.5))   # 1e-6, 3.2e-6, ..., 1e-1
-
-
-def roc_points(genuine: np.ndarray, impostor: np.ndarray, fars=ROC_FARS) -> list[dict[str, float]]:
-    """Threshold and TAR at each FAR that the impostor pairs can measure (one false accept at least)."""
-    return [{k: v for k, v in threshold_at_far(genuine, impostor, f).items() if k in ("threshold", "far", "tar")}
-            for f in fars if f * len(impostor) >= 1]
+__all__ = ["ROC_FARS", "pair_distances", "plot_roc", "roc_points", "threshold_at_far"]
 
 
 def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], mark_far: float = 1e-3) -> Path:
@@ -67,3 +42,56 @@ def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], mark_
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def calibrate_folder(models: Path, photos: Path, far: float, roc_png: Path | None = None,
+                     write: bool = True) -> dict[str, object]:
+    """The served embedder of ``models`` calibrated on ``photos/<person>/*``: every photo's largest
+    face through the served pipeline (the registry's own models, no HTTP), the threshold at ``far``,
+    written into the embedder's file (``write``) with its ROC, and the ROC plotted."""
+    from app.pipeline import run_steps
+    from app.registry import ModelRegistry, load_models
+    from app.services.calibration import calibrate, labelled_folder, largest_face_steps, pair_distances
+    from app.settings import Settings
+    from training.onnx_export import update_metadata
+
+    registry = ModelRegistry()
+    load_models(Settings(models_dir=models, device="cpu"), registry)
+    registry.ready = True
+    faces = registry.faces(embedding=True)
+    labelled = labelled_folder(photos)
+    found = [(person, run_steps(largest_face_steps(faces, data, 100_000_000))) for person, _, data in labelled]
+    kept = [(p, e) for p, e in found if e is not None]
+    emb = np.stack([e for _, e in kept]) if kept else np.zeros((0, 1), np.float32)
+    labels = np.array([p for p, _ in kept])
+    verification = calibrate(emb, labels, far, f"{photos}")
+    verification["photos_without_face"] = len(found) - len(kept)
+    if roc_png is not None:
+        plot_roc(roc_png, {f"{faces.embedder.meta.name} on {photos.name}": pair_distances(emb, labels)}, far)
+    if write:
+        update_metadata(faces.embedder.path, {"verification": verification})
+    return verification
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.faces.calibrate --photos DIR --far 0.001``: set the served embedder's
+    threshold on your own labelled photos (``DIR/<person>/<photo>``)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m training.faces.calibrate", description=main.__doc__)
+    parser.add_argument("--photos", type=Path, required=True, help="a folder of <person>/<photo> files")
+    parser.add_argument("--far", type=float, default=1e-3, help="the false-accept rate to set the threshold at")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="the models folder served")
+    parser.add_argument("--roc", type=Path, default=None, help="where to draw the ROC (PNG)")
+    parser.add_argument("--dry-run", action="store_true", help="measure and print; leave the model file as is")
+    args = parser.parse_args(argv)
+    if not args.photos.is_dir():
+        parser.error(f"{args.photos} is not a folder")
+    verification = calibrate_folder(args.models, args.photos, args.far, args.roc, write=not args.dry_run)
+    print(json.dumps({k: v for k, v in verification.items() if k != "roc"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
