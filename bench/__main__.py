@@ -45,8 +45,7 @@ class Profile:
     http_warmup_s: float = 5.0
     nms_runs: tuple[tuple[int, int, int], ...] = ((1000, 50, 3), (10000, 7, 1))  # (boxes, reps, warm-up)
     gallery_runs: tuple[tuple[int, int, int], ...] = GALLERY_RUNS  # (faces, 1-query calls, batch calls)
-    face_identities: int = 40
-    face_photos: int = 4          # per identity: one enrolled, the others identified
+    face_rounds: int = 4          # each real-photo /verify pair and /identify photo, this many times
     face_clients: tuple[int, ...] = (1, 4)
     segment_requests: int = 40    # per answer format, after 3 untimed
     runtime_clients: tuple[int, ...] = (1, 4, 16, 64)
@@ -63,13 +62,13 @@ DEFAULT = Profile("default")
 QUICK = Profile("quick", images=3, raw_calls=((1, 5, 1), (8, 2, 1)), pipeline_images=5, pipeline_warmup=1,
                 large_photo_runs=1, http_clients=(1, 2), http_seconds=1.0, http_warmup_s=0.3,
                 nms_runs=((1000, 2, 0), (10000, 1, 0)),
-                gallery_runs=GALLERY_QUICK_RUNS, face_identities=3, face_photos=3, face_clients=(1,),
+                gallery_runs=GALLERY_QUICK_RUNS, face_rounds=1, face_clients=(1,),
                 segment_requests=2, runtime_clients=(1, 4), runtime_seconds=1.0, runtime_warmup_s=0.3,
                 runtime_rounds=2, overload_seconds=1.0, soak_seconds=3.0, mixed_seconds=1.0)
 # every section at every level, in a few minutes: for a machine lent for a short while (a GPU)
 BRIEF = Profile("brief", raw_calls=((1, 300, 20), (8, 100, 10), (16, 100, 10)), pipeline_images=100,
                 large_photo_runs=5, http_seconds=8.0, http_warmup_s=2.0, gallery_runs=GALLERY_QUICK_RUNS,
-                face_identities=20, segment_requests=20, runtime_seconds=8.0, runtime_warmup_s=2.0,
+                face_rounds=2, segment_requests=20, runtime_seconds=8.0, runtime_warmup_s=2.0,
                 runtime_rounds=2, overload_seconds=10.0, soak_seconds=60.0, mixed_seconds=8.0)
 
 
@@ -101,8 +100,8 @@ def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
     with uvicorn_server(model.parent, settings=FIXED_LIMIT) as server:   # 16 clients: no adaptive refusals
         levels = [bench_level(server, jpegs, c, p.http_seconds, p.http_warmup_s) for c in p.http_clients]
         provider = server_provider(server)
-        faces = (bench_faces(server, p.face_identities, p.face_photos, p.face_clients)
-                 if (model.parent / "embedder.onnx").is_file() else None)
+        faces = (bench_faces(server, p.face_rounds, p.face_clients)
+                 if (model.parent / "face_embedder.onnx").is_file() else None)
         segment = (bench_segment(server, jpegs, p.segment_requests, 3)
                    if (model.parent / "segmenter.onnx").is_file() else None)
     return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels,

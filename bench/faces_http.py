@@ -1,5 +1,7 @@
-"""Faces over HTTP: enroll, ``/verify`` and ``/identify`` latency against a real uvicorn server
-serving the bundled models, with synthetic people the models never saw (their own seed)."""
+"""Faces over HTTP with the served (real) face models: enroll, ``/verify`` and ``/identify`` latency
+against a real uvicorn server, on real photos from registry packages (``training.pretrained.realphotos``:
+portraits of Barack Obama (three), Joe Biden, Eileen Collins and Grace Hopper, and the 1927 Solvay
+conference photo of 29 people). One photo of each of the four people is enrolled."""
 
 from __future__ import annotations
 
@@ -11,30 +13,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.images import enlarge_to_phone, encode_jpeg
+from bench.images import enlarge_to_phone
 from bench.server import Server
 from bench.stats import summarize_ms
 
-SEED = 777
-PHONE_PAIRS = 8   # /verify of 12-megapixel photos
-
-
-def face_photos(identities: int, per_identity: int) -> list[list[bytes]]:
-    """JPEG photos of people, ``per_identity`` each; the first photo of each holds only that person."""
-    from training.synth.face_parts import identity_params
-    from training.synth.faces import FaceConfig, render_face_photo
-
-    cfg = FaceConfig()
-    people = []
-    for i in range(identities):
-        who, photos, k = identity_params(SEED, i), [], 0
-        while len(photos) < per_identity:
-            image, faces = render_face_photo(np.random.default_rng([SEED, i, k]), who, cfg)
-            k += 1
-            if photos or len(faces) == 1:   # the enrollment photo: one face only
-                photos.append(encode_jpeg(image))
-        people.append(photos)
-    return people
+PHONE_PAIRS = 4   # /verify of 12-megapixel photos
+ENROLL = {"Barack Obama": "obama", "Joe Biden": "biden", "Eileen Collins": "collins", "Grace Hopper": "hopper"}
+PHOTOGRAPHS = ("obama", "obama2", "obama3", "biden", "collins", "hopper")
 
 
 def _timed(client: httpx.Client, method: str, url: str, **kw) -> tuple[float, int]:
@@ -50,7 +35,7 @@ def _files(**images: bytes) -> dict:
 def _load(server: Server, calls: list[dict], clients: int) -> dict:
     """``calls`` (request keyword arguments) spread over ``clients`` threads, one connection each."""
     def worker(k: int) -> list[tuple[float, int]]:
-        with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        with httpx.Client(base_url=server.base_url, timeout=120) as client:
             return [_timed(client, "POST", **c) for c in calls[k::clients]]
 
     t0 = time.perf_counter()
@@ -62,15 +47,15 @@ def _load(server: Server, calls: list[dict], clients: int) -> dict:
             "latency": summarize_ms(ok)}
 
 
-def verify_phone_photos(server: Server, people: list[list[bytes]], pairs: int) -> dict:
-    """``POST /verify`` of two photos of one person, each enlarged to a phone camera's 12
+def verify_phone_photos(server: Server, photos: dict[str, bytes], pairs: int) -> dict:
+    """``POST /verify`` of two photos of Barack Obama, each enlarged to a phone camera's 12
     megapixels, one client: latency, and how many pairs were still verified."""
     def phone(jpeg: bytes, seed: int) -> bytes:
         return enlarge_to_phone(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), seed)
 
-    sent = [(phone(p[0], 2 * i), phone(p[1], 2 * i + 1)) for i, p in enumerate(people[:pairs])]
+    sent = [(phone(photos["obama"], 2 * i), phone(photos["obama2"], 2 * i + 1)) for i in range(pairs)]
     times, verified = [], 0
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
         client.post("/verify", files=_files(image1=sent[0][0], image2=sent[0][1]))   # untimed
         for a, b in sent:
             t0 = time.perf_counter()
@@ -82,20 +67,31 @@ def verify_phone_photos(server: Server, people: list[list[bytes]], pairs: int) -
             "latency": summarize_ms(times)}
 
 
-def bench_faces(server: Server, identities: int, per_identity: int, clients: tuple[int, ...]) -> dict:
-    """Enroll one photo of each person, then verify pairs and identify the other photos."""
+def real_photo_bytes() -> tuple[dict[str, bytes], bytes]:
+    """The portraits' and the group photo's bytes (fetched into the package cache once)."""
+    from training.pretrained.realphotos import real_photos
+
+    photos = real_photos()
+    return {k: photos.portraits[k].read_bytes() for k in PHOTOGRAPHS}, photos.group.read_bytes()
+
+
+def bench_faces(server: Server, rounds: int, clients: tuple[int, ...]) -> dict:
+    """Enroll one photo of each of four people, then verify every pair of the photographs and
+    identify each photograph and the group photo, ``rounds`` times each, at each client count."""
     t0 = time.perf_counter()
-    people = face_photos(identities, per_identity)
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        sids = [client.post("/subjects", json={"name": f"person-{i}"}).json()["id"] for i in range(identities)]
-    enroll = _load(server, [{"url": f"/subjects/{sid}/faces", "files": _files(image=p[0])}
-                            for sid, p in zip(sids, people)], 1)
-    verify = [{"url": "/verify", "files": _files(image1=p[0], image2=p[1 + j % (per_identity - 1)])}
-              for j, p in enumerate(people)]
-    identify = [{"url": "/identify", "files": _files(image=photo)} for p in people for photo in p[1:]]
-    out = {"identities": identities, "photos_per_identity": per_identity, "enroll": enroll,
+    photos, group = real_photo_bytes()
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+        sids = {name: client.post("/subjects", json={"name": name}).json()["id"] for name in ENROLL}
+    enroll = _load(server, [{"url": f"/subjects/{sids[name]}/faces", "files": _files(image=photos[key])}
+                            for name, key in ENROLL.items()], 1)
+    keys = list(photos)
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    verify = [{"url": "/verify", "files": _files(image1=photos[a], image2=photos[b])} for a, b in pairs] * rounds
+    identify = [{"url": "/identify", "files": _files(image=photos[k])} for k in keys] * rounds
+    out = {"people": len(ENROLL), "photographs": len(keys), "rounds": rounds, "enroll": enroll,
            "verify": [_load(server, verify, c) for c in clients],
            "identify": [_load(server, identify, c) for c in clients],
-           "verify_phone": verify_phone_photos(server, people, min(PHONE_PAIRS, identities))}
+           "identify_group": _load(server, [{"url": "/identify", "files": _files(image=group)}] * max(2, rounds), 1),
+           "verify_phone": verify_phone_photos(server, photos, PHONE_PAIRS)}
     out["elapsed_s"] = time.perf_counter() - t0
     return out
