@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from training.pretrained.cards import render
+
 CARDS = {"face_detector": "face_detector.card.json", "face_landmarks": "face_landmarks.card.json",
          "face_embedder": "face_embedder.card.json"}
 
@@ -119,6 +121,7 @@ def real_photo_figures(out: Path) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pretrained", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files and cards go")
+    parser.add_argument("--docs", type=Path, default=Path("docs/face-models.md"), help="the cards as a page")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cards = {"face_embedder": import_embedder(args.out), **import_faceapi(args.out)}
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = real_photo_figures(args.out)
     (args.out / "faces.card.json").write_text(json.dumps({"real_photos": figures}, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "verify"}, indent=2))
+    args.docs.write_text(render(args.out))
+    print(f"wrote {args.docs}")
     return 0
 
 
