@@ -20,8 +20,8 @@ from app.imaging import REDUCTIONS, DecodedImage, decode_image
 from app.models import FaceDetector
 from app.models.anchor_detector import DetectParams
 from app.models.embedder import FaceEmbedder
+from app.models.fixed_input import FixedInputDetector
 from app.models.landmarks import LandmarkModel
-from app.models.ssd_detector import BoxesDetector
 from app.pipeline import Steps, run_steps
 from app.runtime import ModelLoadError
 from app.vision.boxes import nms
@@ -67,17 +67,18 @@ def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=resize_interpolation(scale)) if scale != 1 else image
 
 
-def tiled_detect_steps(detector: BoxesDetector, image: np.ndarray, params: DetectParams, smallest: float
+def tiled_detect_steps(detector: FixedInputDetector, image: np.ndarray, params: DetectParams, smallest: float
                        ) -> Steps[Detections]:
-    """Faces of ``image`` down to ``smallest`` pixels: the whole image in one look, then, where the
-    detector's ``min_face`` needs it, finer looks in overlapping tiles (``app.vision.tiles``), every
-    look's tiles in one model run. A finer look keeps only faces smaller than the tiles' overlap
-    (each lies whole in some tile; larger ones a coarser look finds whole) and none cut by an inner
-    tile edge; all looks' boxes then go through one NMS."""
+    """Faces of ``image`` down to ``smallest`` pixels by a fixed-input detector: the whole image in
+    one look, then, where the detector's ``min_face`` needs it, finer looks in overlapping tiles
+    (``app.vision.tiles``), every look's tiles in one model run. A finer look keeps only faces
+    smaller than the tiles' overlap (each lies whole in some tile; larger ones a coarser look finds
+    whole) and none cut by an inner tile edge; all looks' boxes (and landmarks, where the detector
+    gives them) then go through one NMS."""
     h, w = image.shape[:2]
     tile, min_face = detector.meta.input_size, detector.meta.min_face
     overlap = tile // 4
-    boxes, scores = [], []
+    boxes, scores, points = [], [], []
     for i, scale in enumerate(look_scales(max(h, w), tile, min_face, smallest)):
         view = image if i == 0 else _scaled(image, scale)         # the first look: the whole image
         vh, vw = view.shape[:2]
@@ -90,31 +91,50 @@ def tiled_detect_steps(detector: BoxesDetector, image: np.ndarray, params: Detec
                 keep &= np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= overlap
             boxes.append(b[keep] * np.float32(w / vw))
             scores.append(dets.scores[keep])
+            if dets.landmarks is not None:
+                points.append((dets.landmarks[keep] + np.array([x1, y1], np.float32)) * np.float32(w / vw))
     all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
     order = nms(all_boxes, all_scores, params.iou)[:params.max_det]
-    return Detections(all_boxes[order], all_scores[order], np.zeros(len(order), np.int64))
+    landmarks = np.concatenate(points)[order] if points else None
+    return Detections(all_boxes[order], all_scores[order], np.zeros(len(order), np.int64), landmarks)
 
 
 @dataclass
 class FaceAnalyzer:
     detector: FaceDetector
-    landmarks: LandmarkModel
+    landmarks: LandmarkModel | None     # not needed (nor used) when the detector gives the landmarks
     embedder: FaceEmbedder | None
     min_face: float = 40.0      # the smallest face (photo pixels) a tiled detector looks for
 
+    @property
+    def landmark_model(self) -> LandmarkModel | None:
+        """The model that reads the 5 landmarks on crops around the boxes; None when the detector
+        gives them with its boxes (``scrfd``)."""
+        return None if self.detector.gives_landmarks else self.landmarks
+
     def find_steps(self, image: np.ndarray, params: DetectParams, smallest: float) -> Steps[Detections]:
-        """Face boxes of ``image`` (pixels of ``image``), faces down to ``smallest`` of its pixels
-        where the detector tiles."""
-        if isinstance(self.detector, BoxesDetector):
+        """Faces of ``image`` (pixels of ``image``), with their landmarks where the detector gives
+        them, down to ``smallest`` of its pixels where the detector tiles."""
+        if isinstance(self.detector, FixedInputDetector):
             return (yield from tiled_detect_steps(self.detector, image, params, smallest))
         dets, _ = yield from self.detector.detect_steps(image, params)
         return dets
+
+    def read_landmarks_steps(self, image: np.ndarray, boxes: np.ndarray) -> Steps[np.ndarray]:
+        """``(N, 4)`` face boxes → ``(N, 5, 2)`` landmarks in ``image`` pixels, by the landmark model."""
+        model = self.landmark_model
+        if model is None:
+            raise ModelLoadError("no face landmark model is installed and the face detector gives none")
+        return (yield from model.predict_steps(image, boxes))
 
     def detect_steps(self, image: np.ndarray, conf: float = 0.5, max_faces: int = 50) -> Steps[list[Face]]:
         """Faces by descending score, each with its 5 landmarks."""
         params = DetectParams(conf=conf, iou=FACE_IOU, max_det=max_faces)
         dets = yield from self.find_steps(image, params, self.min_face)
-        points = yield from self.landmarks.predict_steps(image, dets.boxes)
+        if dets.landmarks is not None:       # the detector gives them (scrfd)
+            points = dets.landmarks
+        else:
+            points = yield from self.read_landmarks_steps(image, dets.boxes)
         return [Face(b.astype(np.float32), float(s), p) for b, s, p in zip(dets.boxes, dets.scores, points)]
 
     def embed_steps(self, image: np.ndarray, faces: list[Face]) -> Steps[np.ndarray]:
@@ -130,7 +150,7 @@ class FaceAnalyzer:
         """The upload decoded for the detector: shrunk in the JPEG's DCT towards the detector's
         input, or, for a tiled detector, as far as faces of ``min_face`` photo pixels still span
         its ``min_face`` input pixels."""
-        if not isinstance(self.detector, BoxesDetector):
+        if not isinstance(self.detector, FixedInputDetector):
             return self.detector.decode(data, max_pixels)
         finest = self.detector.meta.min_face / self.min_face        # input pixels per photo pixel
         reduction = max((r for r in REDUCTIONS if 1 / r >= finest), default=1)
@@ -139,16 +159,20 @@ class FaceAnalyzer:
     def photo_steps(self, data: bytes, max_pixels: int, conf: float = 0.5, max_faces: int = 50
                     ) -> Steps[FacePhoto]:
         """The faces of an upload (what the face routes answer), each with its 5 landmarks, in the
-        photo's own pixels: found in a decode shrunk for the detector, their landmarks read from a
-        decode detailed enough for the smallest of them (the same one when it is)."""
+        photo's own pixels: found in a decode shrunk for the detector, their landmarks (where the
+        detector does not give them) and later their aligned crops read from a decode detailed
+        enough for the smallest of them (the same one when it is)."""
         small = self.decode_for_detection(data, max_pixels)
         params = DetectParams(conf=conf, iou=FACE_IOU, max_det=max_faces)
         dets = yield from self.find_steps(small.rgb, params, self.min_face / small.reduction)
         boxes = small.to_photo(dets.boxes)
         reduction = self.crop_reduction(boxes, small.reduction)
         image = small if reduction == small.reduction else decode_image(data, max_pixels, reduction=reduction)
-        points = yield from self.landmarks.predict_steps(image.rgb, boxes / image.reduction)
-        faces = [Face(b.astype(np.float32), float(s), (p * image.reduction).astype(np.float32))
+        if dets.landmarks is not None:       # the detector gives them (scrfd)
+            points = dets.landmarks * np.float32(small.reduction)
+        else:
+            points = (yield from self.read_landmarks_steps(image.rgb, boxes / image.reduction)) * image.reduction
+        faces = [Face(b.astype(np.float32), float(s), p.astype(np.float32))
                  for b, s, p in zip(boxes, dets.scores, points)]
         return FacePhoto(image, faces)
 
@@ -158,7 +182,7 @@ class FaceAnalyzer:
         if not len(boxes) or most == 1:
             return most
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        crop = max(self.landmarks.meta.input_size, self.embedder.meta.input_size if self.embedder else 0)
+        crop = max([m.meta.input_size for m in (self.landmark_model, self.embedder) if m is not None], default=0)
         smallest = float(sides.min())
         return max((r for r in REDUCTIONS if r <= most and smallest / r >= CROP_DETAIL * crop), default=1)
 

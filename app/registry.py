@@ -71,10 +71,12 @@ class ModelRegistry:
         return self.segmenter
 
     def faces(self, embedding: bool) -> FaceAnalyzer:
-        """The face pipeline; ``embedding`` when the route compares faces (verify, identify, enroll)."""
+        """The face pipeline; ``embedding`` when the route compares faces (verify, identify, enroll).
+        A landmark model is needed only by a detector that gives no landmarks of its own."""
         self._check_ready()
+        reads_landmarks = self.face_detector is None or not self.face_detector.gives_landmarks
         missing = [name for name, model, needed in (("face detection", self.face_detector, True),
-                                                    ("face landmarks", self.landmarks, True),
+                                                    ("face landmarks", self.landmarks, reads_landmarks),
                                                     ("face embedding", self.embedder, embedding))
                    if needed and model is None]
         if missing:
@@ -150,6 +152,8 @@ def _plan_runs(model: OnnxModel, path: Path, settings: Settings, plan: ThreadPla
     if plan.lone_session and model.runner.device == "cpu":   # a second session for runs alone
         model.runner.use_lone(create_session(path, settings, plan.lone))
     fixed = settings.fixed_batch_sizes
+    if model.runner.fixed_batch is not None:       # the graph takes one batch size only: nothing to choose
+        return
     if fixed == "on" or (fixed == "auto" and model.runner.device == "cuda"):   # one input shape per session
         first, *more = fixed_batch_sizes(settings.max_batch)                   # the first on the session above
         model.runner.use_batch_sizes({first: model.session, **{s: create_session(path, settings, plan.intra_op)
@@ -165,6 +169,7 @@ def warm_up(models: list[OnnxModel], max_batch: int) -> None:
     t0 = time.perf_counter()
     for model in models:
         size = model.meta.input_size
-        for batch in model.runner.batch_sizes or range(1, max_batch + 1):
+        fixed = model.runner.fixed_batch
+        for batch in model.runner.batch_sizes or ([fixed] if fixed else range(1, max_batch + 1)):
             model.run(np.zeros((batch, 3, size, size), np.float32))
     log.info("warm-up: %d model(s) in %.1f s", len(models), time.perf_counter() - t0)

@@ -205,7 +205,11 @@ class SessionRunner:
     convolution's plan anew when the shape changes: about 1 s for the detector on an H200 (0.6 to
     1.9 s at batch sizes 2 to 16), with cuDNN's HEURISTIC choice as with EXHAUSTIVE. A batcher that
     forms a new size every few runs then spends its time planning (2 to 8 images/s where batching
-    off served 300), and warming up every size beforehand does not help."""
+    off served 300), and warming up every size beforehand does not help.
+
+    ``fixed_batch``: a graph whose input takes exactly k rows (its first dimension an int in the
+    file, e.g. InsightFace's SCRFD at 1) is run k rows at a time, the last group padded with zero
+    rows, and the outputs concatenated: the batcher's batches of any size still run."""
 
     BUFFERS = 4
 
@@ -217,6 +221,8 @@ class SessionRunner:
         if lone is not None:
             self.use_lone(lone)
         self.input_name = session.get_inputs()[0].name
+        rows = session.get_inputs()[0].shape[0]
+        self.fixed_batch: int | None = rows if isinstance(rows, int) and rows > 0 else None
         self.output_name = session.get_outputs()[0].name
         self.device = "cuda" if session.get_providers()[0] == CUDA else "cpu"
         self.io_binding = io_binding
@@ -262,6 +268,8 @@ class SessionRunner:
         return out
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is not None:
+            return self._run_fixed(batch, self.fixed_batch)
         if self.sized is None:
             return self._choose(self.session, batch)
         n, top = len(batch), self.batch_sizes[-1]
@@ -269,6 +277,17 @@ class SessionRunner:
             return np.concatenate([self.run(batch[i:i + top]) for i in range(0, n, top)])
         size = self._size_for(n)
         return self._choose(self.sized[size], self.stack([batch]) if size > n else batch)[:n]
+
+    def _run_fixed(self, batch: np.ndarray, rows: int) -> np.ndarray:
+        """``batch`` through a graph that takes exactly ``rows`` rows: group by group, the last one
+        padded with zero rows (their outputs dropped)."""
+        n, outs = len(batch), []
+        for start in range(0, max(n, 1), rows):
+            group = batch[start:start + rows]
+            if len(group) < rows:
+                group = np.concatenate([group, np.zeros((rows - len(group), *batch.shape[1:]), batch.dtype)])
+            outs.append(self._choose(self.session, group)[:n - start])
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def _choose(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
         if self.lone is None:                             # no choice to make: no count to keep

@@ -15,12 +15,14 @@ from app.models.base import OnnxModel
 from app.models.embedder import FaceEmbedder
 from app.models.landmarks import LandmarkModel
 from app.models.metadata import FAMILIES
+from app.models.scrfd import ScrfdDetector
 from app.models.segmenter import Segmenter
 from app.models.ssd_detector import BoxesDetector
 from app.runtime import ModelLoadError
 
-MODEL_CLASSES: tuple[type[OnnxModel], ...] = (ObjectDetector, BoxesDetector, LandmarkModel, FaceEmbedder, Segmenter)
-FaceDetector = ObjectDetector | BoxesDetector
+MODEL_CLASSES: tuple[type[OnnxModel], ...] = (ObjectDetector, BoxesDetector, ScrfdDetector, LandmarkModel,
+                                               FaceEmbedder, Segmenter)
+FaceDetector = ObjectDetector | BoxesDetector | ScrfdDetector
 
 
 def model_class(family: str) -> type[OnnxModel]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -45,6 +46,7 @@ class ObjectDetector(OnnxModel):
     """One anchor detection model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
 
     families = ("anchor-yolo",)
+    gives_landmarks: ClassVar[bool] = False     # boxes only: the face pipeline reads landmarks with its model
     meta: AnchorDetectorMeta
 
     def __init__(self, session: ort.InferenceSession, meta: AnchorDetectorMeta, path: Path) -> None:

@@ -59,16 +59,36 @@ class AnchorDetectorMeta(ModelMeta):
     output_layout: str
 
 
-class BoxesDetectorMeta(ModelMeta):
-    """``ssd-boxes``: a detector whose graph decodes its own anchors: ``(B, N, 5)`` rows of
-    ``x1, y1, x2, y2`` in input pixels and the face probability (face-api's SSD MobileNetV1)."""
+class FixedDetectorMeta(ModelMeta):
+    """A face detector whose graph decodes its own anchors at a fixed input (``input_size``): rows of
+    ``x1, y1, x2, y2`` in input pixels and the face probability first. A photo is placed in the
+    input as the model's authors did (``pad``); one too large for its small faces is tiled by the
+    face pipeline down to ``min_face``."""
 
-    family: Literal["ssd-boxes"]
-    class_names: list[str] = Field(min_length=1, max_length=1)
     boxes: int = Field(gt=0)             # rows of the output (anchors)
     min_face: float = Field(gt=0)        # the smallest face (input pixels) it finds reliably: sets tiling
     score_threshold: float = 0.5         # the authors' default operating point
     pad: Literal["bottom_right", "centre"] = "bottom_right"   # how a photo is placed in the square input
+
+
+class BoxesDetectorMeta(FixedDetectorMeta):
+    """``ssd-boxes``: ``(B, N, 5)`` rows of ``x1, y1, x2, y2`` in input pixels and the face
+    probability (face-api's SSD MobileNetV1)."""
+
+    family: Literal["ssd-boxes"]
+    class_names: list[str] = Field(min_length=1, max_length=1)
+
+
+class ScrfdMeta(FixedDetectorMeta):
+    """``scrfd``: InsightFace's SCRFD face detectors, their 9 outputs (score, box distances and
+    keypoint offsets at strides 8, 16, 32) rewritten by the import command into one ``(B, N, 15)``
+    output decoded in the graph: per anchor ``x1, y1, x2, y2``, the score, then the 5 landmarks'
+    ``x, y`` (left eye, right eye, nose tip, left mouth corner, right mouth corner, as seen in the
+    image), all in continuous input pixels. The landmarks come with the boxes: no landmark model."""
+
+    family: Literal["scrfd"]
+    class_names: list[str] = Field(default=["face"], min_length=1, max_length=1)
+    landmarks: Literal[True] = True      # the output carries the 5 points (a file without keypoints is refused)
 
 
 class LandmarkMeta(ModelMeta):
@@ -155,6 +175,7 @@ class SegmenterMeta(ModelMeta):
 FAMILIES: dict[str, tuple[type[ModelMeta], tuple[str, ...]]] = {
     "anchor-yolo": (AnchorDetectorMeta, (DETECTION, FACE_DETECTION)),
     "ssd-boxes": (BoxesDetectorMeta, (FACE_DETECTION,)),
+    "scrfd": (ScrfdMeta, (FACE_DETECTION,)),
     "crop-landmarks": (LandmarkMeta, (FACE_LANDMARKS,)),
     "sightline-facenet": (EmbedderMeta, (FACE_EMBEDDING,)),
     "dlib-resnet": (EmbedderMeta, (FACE_EMBEDDING,)),

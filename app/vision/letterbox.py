@@ -82,6 +82,15 @@ def unletterbox_boxes(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
     return out
 
 
+def unletterbox_points(points: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """Map ``(..., 2)`` points (x, y) from model-input pixels back to original-image pixels. Not
+    clipped: a landmark of a face cut by the image's edge may lie outside it."""
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., 0] -= geo.pad_x
+    out[..., 1] -= geo.pad_y
+    return out / np.float32(geo.scale)
+
+
 def to_tensor(images: np.ndarray, mean: tuple[float, float, float], std: tuple[float, float, float]
               ) -> np.ndarray:
     """``(B, H, W, 3) uint8`` RGB → ``(B, 3, H, W) float32`` with ``(x / 255 - mean) / std``, in one

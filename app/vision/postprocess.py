@@ -17,6 +17,7 @@ class Detections:
     boxes: np.ndarray      # (K, 4) float32 xyxy, original-image pixels
     scores: np.ndarray     # (K,) float32, decreasing
     class_ids: np.ndarray  # (K,) int64
+    landmarks: np.ndarray | None = None   # (K, 5, 2) float32, original-image pixels, where the detector gives them
 
 
 def postprocess_detections(raw: np.ndarray, grid: AnchorGrid, geo: Letterbox, conf: float, iou: float,
