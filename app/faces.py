@@ -104,7 +104,8 @@ class FaceAnalyzer:
     detector: FaceDetector
     landmarks: LandmarkModel | None     # not needed (nor used) when the detector gives the landmarks
     embedder: FaceEmbedder | None
-    min_face: float = 40.0      # the smallest face (photo pixels) a tiled detector looks for
+    min_face: float = 40.0      # the smallest face (photo pixels) a tiled detector looks for...
+    min_fraction: float = 0.02  # ... or this share of the photo's longer side, whichever is larger
 
     @property
     def landmark_model(self) -> LandmarkModel | None:
@@ -164,7 +165,8 @@ class FaceAnalyzer:
         enough for the smallest of them (the same one when it is)."""
         small = self.decode_for_detection(data, max_pixels)
         params = DetectParams(conf=conf, iou=FACE_IOU, max_det=max_faces)
-        dets = yield from self.find_steps(small.rgb, params, self.min_face / small.reduction)
+        smallest = max(self.min_face, self.min_fraction * max(small.photo_width, small.photo_height))
+        dets = yield from self.find_steps(small.rgb, params, smallest / small.reduction)
         boxes = small.to_photo(dets.boxes)
         reduction = self.crop_reduction(boxes, small.reduction)
         image = small if reduction == small.reduction else decode_image(data, max_pixels, reduction=reduction)

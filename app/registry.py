@@ -40,6 +40,7 @@ class ModelRegistry:
     ready: bool = False
     error: str | None = None  # why start-up failed, when it did
     error_code: str = "model_load_failed"
+    face_min_fraction: float = 0.02
     face_min_size: float = 40.0   # the smallest face the face routes look for (SIGHTLINE_FACE_MIN_SIZE)
 
     @property
@@ -83,7 +84,7 @@ class ModelRegistry:
             raise Unavailable(f"no {' or '.join(missing)} model is installed in the models directory",
                               code="model_not_available")
         return FaceAnalyzer(self.face_detector, self.landmarks, self.embedder,  # type: ignore[arg-type]
-                            self.face_min_size)
+                            self.face_min_size, self.face_min_fraction)
 
     def describe(self) -> list[OnnxModel]:
         others = [m for m in (self.segmenter, self.face_detector, self.landmarks, self.embedder) if m is not None]
@@ -100,6 +101,7 @@ def load_models(settings: Settings, registry: ModelRegistry) -> None:
             raise ModelLoadError(f"models directory {folder} does not exist (SIGHTLINE_MODELS_DIR)")
     plan = thread_plan(settings)                       # once: every session below follows it
     registry.face_min_size = settings.face_min_size
+    registry.face_min_fraction = settings.face_min_fraction
     served: set[str] = set()
     for folder in folders:
         earlier = set(served)

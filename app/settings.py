@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         "the smallest face (box side, photo pixels) the face routes look for; a detector with a fixed "
         "input (the default face detector) reads a large photo in overlapping tiles down to it, so a "
         "smaller value finds smaller faces in large photos at more CPU per photo"))
+    face_min_fraction: float = Field(0.02, ge=0.0, le=0.5, description=(
+        "... or this share of the photo's longer side, whichever is larger: a phone photo is not read in "
+        "dozens of tiles for faces far smaller than its subject's"))
     identify_fpir: float = Field(0.01, gt=0.0, le=1.0, description=(
         "false-positive identification rate /identify holds: the share of unknown faces it may name; "
         "the distance threshold tightens as the gallery grows"))
