@@ -5,6 +5,7 @@ then the shared numpy post-processing (decode anchors, NMS, undo the letterbox).
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -42,7 +43,42 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-class ObjectDetector(OnnxModel):
+class Detector(OnnxModel):
+    """What every detection family shares: its own ``preprocess`` (photo → input rows and where the
+    photo lies in them) and ``postprocess`` (one image's output rows → detections in its pixels),
+    and the pipeline steps built on them."""
+
+    @abstractmethod
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """``HxWx3 uint8 RGB`` → ``(1, 3, S, S) float32`` and the letterbox geometry."""
+
+    @abstractmethod
+    def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
+        """``raw`` (the output rows of one image) → detections in the image's own pixels."""
+
+    def detect_steps(self, image: np.ndarray, params: DetectParams) -> Steps[tuple[Detections, StageTimes]]:
+        """The detection pipeline (``app.pipeline``); inference time includes any wait for a batch."""
+        t0 = time.perf_counter()
+        batch, geo = self.preprocess(image)
+        t1 = time.perf_counter()
+        raw = yield Infer(self, batch)
+        t2 = time.perf_counter()
+        dets = self.postprocess(raw[0], geo, params)
+        return dets, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, _ms(t2))
+
+    def detect_many_steps(self, images: list[np.ndarray], params: DetectParams) -> Steps[list[Detections]]:
+        """``detect_steps`` for several images (tiles of a photo) in one model run, boxes in each
+        image's own pixels."""
+        prepared = [self.preprocess(image) for image in images]
+        raw = yield Infer(self, np.concatenate([batch for batch, _ in prepared]))
+        return [self.postprocess(out, geo, params) for out, (_, geo) in zip(raw, prepared)]
+
+    def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
+        return run_steps(self.detect_steps(image, params))
+
+
+
+class ObjectDetector(Detector):
     """One anchor detection model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
 
     families = ("anchor-yolo",)
@@ -70,26 +106,6 @@ class ObjectDetector(OnnxModel):
 
     def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return postprocess_detections(raw, self.grid, geo, params.conf, params.iou, params.max_det, params.classes)
-
-    def detect_steps(self, image: np.ndarray, params: DetectParams) -> Steps[tuple[Detections, StageTimes]]:
-        """The detection pipeline (``app.pipeline``); inference time includes any wait for a batch."""
-        t0 = time.perf_counter()
-        batch, geo = self.preprocess(image)
-        t1 = time.perf_counter()
-        raw = yield Infer(self, batch)
-        t2 = time.perf_counter()
-        dets = self.postprocess(raw[0], geo, params)
-        return dets, StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, _ms(t2))
-
-    def detect_many_steps(self, images: list[np.ndarray], params: DetectParams) -> Steps[list[Detections]]:
-        """``detect_steps`` for several images (tiles of a photo) in one model run, boxes in each
-        image's own pixels."""
-        prepared = [self.preprocess(image) for image in images]
-        raw = yield Infer(self, np.concatenate([batch for batch, _ in prepared]))
-        return [self.postprocess(out, geo, params) for out, (_, geo) in zip(raw, prepared)]
-
-    def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
-        return run_steps(self.detect_steps(image, params))
 
     def decode(self, data: bytes, max_pixels: int) -> DecodedImage:
         """An upload decoded for this detector: a large JPEG comes already shrunk towards the input

@@ -39,5 +39,5 @@ class ScrfdDetector(FixedInputDetector):
     def expected_output(self) -> tuple[int, ...]:
         return (1, self.meta.boxes, ROW)
 
-    def decode_rows(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
+    def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return decode_scrfd(raw, geo, params)

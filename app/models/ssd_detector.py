@@ -32,5 +32,5 @@ class BoxesDetector(FixedInputDetector):
     def expected_output(self) -> tuple[int, ...]:
         return (1, self.meta.boxes, 5)
 
-    def decode_rows(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
+    def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return decode_boxes(raw, geo, params)
