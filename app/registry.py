@@ -18,7 +18,7 @@ import numpy as np
 from app.errors import Unavailable
 from app.faces import FaceAnalyzer
 from app.models import FaceDetector, load_model
-from app.models.anchor_detector import ObjectDetector
+from app.models.anchor_detector import Detector
 from app.models.base import OnnxModel
 from app.models.embedder import FaceEmbedder
 from app.models.landmarks import LandmarkModel
@@ -32,7 +32,7 @@ log = logging.getLogger("sightline.registry")
 
 @dataclass
 class ModelRegistry:
-    detectors: dict[str, ObjectDetector] = field(default_factory=dict)
+    detectors: dict[str, Detector] = field(default_factory=dict)
     face_detector: FaceDetector | None = None
     landmarks: LandmarkModel | None = None
     embedder: FaceEmbedder | None = None
@@ -55,7 +55,7 @@ class ModelRegistry:
         if not self.ready:
             raise Unavailable("models are still loading; retry shortly", headers={"Retry-After": "1"})
 
-    def detector(self) -> ObjectDetector:
+    def detector(self) -> Detector:
         """The object detector serving ``/detect``."""
         self._check_ready()
         if not self.detectors:
@@ -132,7 +132,7 @@ def _load_file(path: Path, settings: Settings, intra_op: int, registry: ModelReg
         log.info("%s: %s is served from an earlier models folder; skipped", path.name, task)
         return None
     model = load_model(session, raw, path)
-    if task == DETECTION and isinstance(model, ObjectDetector):
+    if task == DETECTION and isinstance(model, Detector):
         registry.detectors[model.meta.name] = model
     elif task == FACE_DETECTION:
         registry.face_detector = model  # type: ignore[assignment]

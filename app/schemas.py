@@ -26,11 +26,24 @@ class ImageSize(BaseModel):
     height: int
 
 
+class Rle(BaseModel):
+    """COCO run-length encoding (compressed string), as ``pycocotools.mask.decode`` reads it."""
+
+    size: tuple[int, int] = Field(description="[height, width]")
+    counts: str
+
+
 class Detection(BaseModel):
     box: Box
     score: float = Field(ge=0, le=1)
     class_id: int
     label: str
+    mask: Rle | None = Field(default=None, description=(
+        "instance-segmentation detectors only (mask_format=rle, their default): the instance's pixels in the "
+        "photo, as COCO RLE; absent for other detectors"))
+    polygons: list[list[tuple[float, float]]] | None = Field(default=None, description=(
+        "instance-segmentation detectors only, with mask_format=polygon: the outlines of the instance's "
+        "pixels, [x, y] vertices at outline pixels' centres (photo pixels); absent otherwise"))
 
 
 class DetectTimings(BaseModel):
@@ -152,13 +165,6 @@ class EnrolledFace(BaseModel):
 
 
 # ---- segmentation ---------------------------------------------------------------------------
-
-class Rle(BaseModel):
-    """COCO run-length encoding (compressed string), as ``pycocotools.mask.decode`` reads it."""
-
-    size: tuple[int, int] = Field(description="[height, width]")
-    counts: str
-
 
 class SegmentClass(BaseModel):
     class_id: int

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.models.anchor_detector import ObjectDetector
+from app.models.anchor_detector import Detector
 from app.errors import Unavailable
 from app.faces import FaceAnalyzer
 from app.gallery import Gallery
@@ -31,7 +31,7 @@ async def get_registry(request: Request) -> ModelRegistry:
     return _registry(request)
 
 
-async def get_detector(request: Request) -> ObjectDetector:
+async def get_detector(request: Request) -> Detector:
     return _registry(request).detector()
 
 
@@ -64,7 +64,7 @@ async def get_engine(request: Request) -> Engine:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-DetectorDep = Annotated[ObjectDetector, Depends(get_detector)]
+DetectorDep = Annotated[Detector, Depends(get_detector)]
 SegmenterDep = Annotated[Segmenter, Depends(get_segmenter)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 FacesDep = Annotated[FaceAnalyzer, Depends(get_faces)]

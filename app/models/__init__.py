@@ -15,13 +15,15 @@ from app.models.base import OnnxModel
 from app.models.embedder import FaceEmbedder
 from app.models.landmarks import LandmarkModel
 from app.models.metadata import FAMILIES
+from app.models.nanodet import NanoDetDetector
 from app.models.scrfd import ScrfdDetector
 from app.models.segmenter import Segmenter
 from app.models.ssd_detector import BoxesDetector
+from app.models.yolo import YoloDetector, YoloSegDetector
 from app.runtime import ModelLoadError
 
-MODEL_CLASSES: tuple[type[OnnxModel], ...] = (ObjectDetector, BoxesDetector, ScrfdDetector, LandmarkModel,
-                                               FaceEmbedder, Segmenter)
+MODEL_CLASSES: tuple[type[OnnxModel], ...] = (ObjectDetector, NanoDetDetector, BoxesDetector, ScrfdDetector,
+                                               LandmarkModel, FaceEmbedder, Segmenter, YoloDetector, YoloSegDetector)
 FaceDetector = ObjectDetector | BoxesDetector | ScrfdDetector
 
 

@@ -76,6 +76,25 @@ class Detector(OnnxModel):
     def detect(self, image: np.ndarray, params: DetectParams) -> tuple[Detections, StageTimes]:
         return run_steps(self.detect_steps(image, params))
 
+    def decode(self, data: bytes, max_pixels: int) -> DecodedImage:
+        """An upload decoded for this detector: a large JPEG comes already shrunk towards the input
+        size in its DCT (``app.imaging``, rule 7), which its letterbox would shrink it to anyway."""
+        return decode_image(data, max_pixels, fit=self.meta.input_size)
+
+    def photo_steps(self, image: DecodedImage, params: DetectParams) -> Steps[tuple[Detections, StageTimes]]:
+        """``detect_steps`` on a decoded upload, boxes in the photo's own pixels."""
+        dets, times = yield from self.detect_steps(image.rgb, params)
+        return Detections(image.to_photo(dets.boxes), dets.scores, dets.class_ids), times
+
+    def detect_upload(self, data: bytes, max_pixels: int, params: DetectParams) -> Detections:
+        """What ``POST /detect`` answers for one upload, without HTTP (evaluation, scripts)."""
+        return run_steps(self.photo_steps(self.decode(data, max_pixels), params))[0]
+
+    def class_ids(self, labels: list[str]) -> frozenset[int]:
+        """Indices of ``labels``; raises ``KeyError`` naming the first unknown one."""
+        index = {name: i for i, name in enumerate(self.meta.class_names)}
+        return frozenset(index[label] for label in labels)
+
 
 
 class ObjectDetector(Detector):
@@ -107,21 +126,3 @@ class ObjectDetector(Detector):
     def postprocess(self, raw: np.ndarray, geo: Letterbox, params: DetectParams) -> Detections:
         return postprocess_detections(raw, self.grid, geo, params.conf, params.iou, params.max_det, params.classes)
 
-    def decode(self, data: bytes, max_pixels: int) -> DecodedImage:
-        """An upload decoded for this detector: a large JPEG comes already shrunk towards the input
-        size in its DCT (``app.imaging``, rule 7), which its letterbox would shrink it to anyway."""
-        return decode_image(data, max_pixels, fit=self.meta.input_size)
-
-    def photo_steps(self, image: DecodedImage, params: DetectParams) -> Steps[tuple[Detections, StageTimes]]:
-        """``detect_steps`` on a decoded upload, boxes in the photo's own pixels."""
-        dets, times = yield from self.detect_steps(image.rgb, params)
-        return Detections(image.to_photo(dets.boxes), dets.scores, dets.class_ids), times
-
-    def detect_upload(self, data: bytes, max_pixels: int, params: DetectParams) -> Detections:
-        """What ``POST /detect`` answers for one upload, without HTTP (evaluation, scripts)."""
-        return run_steps(self.photo_steps(self.decode(data, max_pixels), params))[0]
-
-    def class_ids(self, labels: list[str]) -> frozenset[int]:
-        """Indices of ``labels``; raises ``KeyError`` naming the first unknown one."""
-        index = {name: i for i, name in enumerate(self.meta.class_names)}
-        return frozenset(index[label] for label in labels)

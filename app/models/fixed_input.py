@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from app.imaging import DecodedImage, decode_image
 from app.models.anchor_detector import Detector
 from app.models.base import normalise
 from app.models.metadata import FixedDetectorMeta
@@ -30,6 +29,3 @@ class FixedInputDetector(Detector):
         size = self.meta.input_size
         canvas, geo = letterbox_corner(image, size) if self.meta.pad == "bottom_right" else letterbox(image, size)
         return normalise(canvas[None], self.meta.normalization), geo
-
-    def decode(self, data: bytes, max_pixels: int) -> DecodedImage:
-        return decode_image(data, max_pixels, fit=self.meta.input_size)

@@ -6,7 +6,10 @@ What the file says is read, never guessed from its name: its input shape (a fixe
 input size), its outputs (which must be the family's), the metadata it already carries. Two
 families get defaults for everything, InsightFace's layouts being known: ``scrfd`` (the graph is
 rewritten into one decoded output, ``app.models.scrfd_graph``) and ``arcface`` (InsightFace's 112 px
-template and normalisation, the latter read from the graph as InsightFace does). The others
+template and normalisation, the latter read from the graph as InsightFace does). Ultralytics' YOLO
+exports (``yolov5``, ``yolov8`` for YOLOv8 and YOLO11, and their ``-seg`` variants) are read from
+their own metadata_props (class names, image size, task, licence) and outputs; a segmentation
+export's two outputs are joined into one (``app.models.yolo``). The others
 (``crop-landmarks``, ``ssd-boxes``, ``anchor-yolo``, ``dlib-resnet``) are written when every value
 their metadata needs is on the command line or already in the file. The metadata is validated by
 the one contract (``validate_metadata``), and the copy is loaded as the server loads it
@@ -32,7 +35,8 @@ from app.models.metadata import FAMILIES, MetadataError, ModelMeta, validate_met
 from app.runtime import ModelLoadError, create_session, read_metadata
 from app.settings import Settings
 
-IMPORTABLE = ("scrfd", "arcface", "crop-landmarks", "ssd-boxes", "anchor-yolo", "dlib-resnet")
+YOLO = ("yolov5", "yolov8", "yolov5-seg", "yolov8-seg")
+IMPORTABLE = ("scrfd", "arcface", "crop-landmarks", "ssd-boxes", "anchor-yolo", "dlib-resnet", *YOLO)
 EMBEDDERS = ("arcface", "dlib-resnet")
 ONNX_INSTALL = "pip install onnx==1.23.2"
 
@@ -74,6 +78,7 @@ class Prepared:
     facts: dict[str, Any]
     defaults: dict[str, Any]
     rewrite: str | None = None
+    carried: dict[str, Any] | None = None    # the file's metadata as the family reads it (None: as it came)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,8 @@ def family_values(request: Request, proto, graph: Graph, data: bytes) -> Prepare
                                           f"import --family {family}"}
     if family == "scrfd":
         return scrfd_values(request, proto, graph, data, Prepared(proto, facts, defaults))
+    if family in YOLO:
+        return yolo_values(request, proto, graph, data, Prepared(proto, facts, defaults))
     if family in EMBEDDERS:
         size = side or request.values.get("input_size") or graph.carried.get("input_size") \
             or (ARCFACE_SIZE if family == "arcface" else None)
@@ -267,6 +274,72 @@ def scrfd_values(request: Request, proto, graph: Graph, data: bytes, prepared: P
     return prepared
 
 
+def yolo_values(request: Request, proto, graph: Graph, data: bytes, prepared: Prepared) -> Prepared:
+    """An Ultralytics YOLO export: class names, input size, task, licence and description from its own
+    metadata_props (Ultralytics' ``names`` a Python literal), its layout from its outputs; a
+    segmentation export (``--family yolov8`` or ``yolov8-seg`` alike) written as ``yolov8-seg`` with
+    its two outputs joined into one (``app.models.yolo``). Ultralytics' preprocessing: letterboxed
+    (centred, grey 114), RGB, ``x / 255``."""
+    from app.models.yolo import NotYolo, UltralyticsExport, class_names, flatten_outputs, read_layout
+
+    name, base = request.source.name, request.family.removesuffix("-seg")
+    given = request.values.get("class_names")
+    try:
+        export = UltralyticsExport.read(graph.carried)
+        names = class_names(given) if given is not None else export.names
+    except NotYolo as exc:
+        raise Refused(f"{name}: not an Ultralytics export Sightline can read: {exc}") from None
+    if not names:
+        raise Refused(f"{name}: its metadata carries no class names (Ultralytics' names); "
+                      f"give them with --set 'class_names=[\"person\", ...]'")
+    size = _yolo_size(request, graph, export)
+    outputs = _output_shapes(_session(data, name), name, size)
+    try:
+        export.check_task()
+        layout = read_layout(request.family, list(outputs.values()), len(names))
+        export.check_task(layout)
+    except NotYolo as exc:
+        raise Refused(f"{name}: not an Ultralytics {request.family} export: {exc}") from None
+    family = f"{base}-seg" if layout.masks else base
+    prepared.facts.update(family=family, input_size=size, boxes=layout.boxes)
+    if layout.masks:
+        prepared.facts.update(mask_channels=layout.masks, proto_size=layout.proto)
+        detections = next(n for n, s in outputs.items() if len(s) == 3)
+        prototypes = next(n for n, s in outputs.items() if len(s) == 4)
+        batch = graph.input_shape[0] if graph.input_shape[0] != "?" else "batch"
+        prepared.proto = flatten_outputs(proto, detections, prototypes, batch, layout.output_shape[0])
+        prepared.rewrite = (f"graph rewritten on import: its detections {list(layout.detection_shape)} and prototypes "
+                            f"{[layout.masks, layout.proto, layout.proto]} per image joined into one output")
+    if "family" not in graph.carried:           # Ultralytics' keys, read above, are not Sightline's
+        prepared.carried = {}
+    source = prepared.defaults["source"]
+    prepared.defaults.update(class_names=names, stride=export.stride, license=export.license,
+                             source=f"{export.description}; {source}" if export.description else source,
+                             normalization={"color": "RGB", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+    return prepared
+
+
+def _yolo_size(request: Request, graph: Graph, export) -> int:
+    """The square input side: the graph's where it fixes one, else ``--input-size``, else the
+    export's ``imgsz``; ``Refused`` for a rectangular input (Sightline letterboxes to a square)."""
+    name = request.source.name
+    height, width = graph.input_shape[2:4]
+    if isinstance(height, int) and isinstance(width, int) and height != width:
+        raise Refused(f"{name}: its input is {height} x {width}; Sightline letterboxes photos into a square "
+                      f"input: export it with a square imgsz (e.g. imgsz=640)")
+    size = graph.fixed_side or request.values.get("input_size")
+    if size is None and export.imgsz is not None:
+        if export.imgsz[0] != export.imgsz[1]:
+            raise Refused(f"{name}: its imgsz is {list(export.imgsz)}, not square; give the square side to "
+                          f"serve it at with --input-size")
+        size = export.imgsz[0]
+    if size is None:
+        raise Refused(f"{name}: its input side is free and its metadata gives no imgsz; give it with --input-size")
+    if export.stride and int(size) % export.stride:
+        raise Refused(f"{name}: input side {size} is not a multiple of its stride {export.stride}")
+    return int(size)
+
+
 def _batches(session: ort.InferenceSession, name: str, size: int) -> bool:
     """Whether a graph with a free batch dimension really runs 2 images at once."""
     try:
@@ -283,7 +356,8 @@ def assemble(request: Request, graph: Graph, prepared: Prepared) -> dict[str, An
     for key, value in prepared.facts.items():
         if key in given and given[key] != value:
             raise Refused(f"{request.source.name}: {key} is {value!r} in the graph; {given[key]!r} was given")
-    raw = {**prepared.defaults, **graph.carried, **given, **prepared.facts}
+    carried = graph.carried if prepared.carried is None else prepared.carried
+    raw = {**prepared.defaults, **carried, **given, **prepared.facts}
     if request.threshold is not None:
         if request.family in EMBEDDERS:
             raw["verification"] = {**(raw.get("verification") or {}), "threshold": request.threshold,

