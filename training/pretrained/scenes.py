@@ -10,8 +10,7 @@
 - ``empty_scenes()``: photos showing none of the 80 COCO classes (a squirrel, a butterfly and a
   mandrill are animals COCO lacks; a rocket on its pad; a painting; a street without people or cars).
 - ``pedestrian_frames()``: frames of OpenCV's ``vtest.avi`` (768 x 576, 10 fps, 795 frames: people
-  walking across a campus, filmed from above), with the people counted by eye in
-  ``PEDESTRIAN_PEOPLE``.
+  walking across a campus, filmed from above), with the people boxed by eye in ``PEDESTRIAN_BOXES``.
 - ``person_mask(name)``: the hand-drawn person mask of a photo, rasterised from
   ``tests/data/<name>_person.json`` (the committed ``<name>_person.png`` is its output).
 
@@ -110,7 +109,15 @@ _EMPTY = (
 # vtest.avi frame index -> people in it, counted by eye on 2x crops (frame 100's farthest walker is
 # about 25 px tall; the others 45-110 px). Also in every frame: a parked white van ('truck' or 'car'
 # in COCO's use) and the back of a car cut by the right edge, both at the top right.
-PEDESTRIAN_PEOPLE = {0: 3, 100: 7, 300: 6, 600: 6}
+# The people in two frames of vtest.avi, boxed by eye on a 10 px grid drawn over the frame (x1, y1,
+# x2, y2 in frame pixels, head to feet): every person fully in view. Frame 0: three people walking;
+# frame 300: six. Traffic cones, a rock and a blue post in the frames are not people.
+PEDESTRIAN_BOXES = {
+    0: ((254, 220, 282, 307), (500, 157, 529, 232), (640, 241, 684, 321)),
+    300: ((186, 159, 219, 235), (242, 159, 271, 221), (298, 158, 323, 231), (312, 210, 344, 296),
+          (581, 159, 611, 236), (619, 161, 643, 235)),
+}
+PEDESTRIAN_PEOPLE = {index: len(boxes) for index, boxes in PEDESTRIAN_BOXES.items()}
 PEDESTRIAN_ALLOWED = ("car", "truck")
 
 
