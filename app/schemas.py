@@ -184,6 +184,9 @@ class SegmentTimings(BaseModel):
     preprocess: float
     inference: float
     postprocess: float
+    gate: float | None = Field(default=None, description=(
+        "a foreground model gated by the detector's boxes (box_gate): the detection's milliseconds; "
+        "null for other segmenters"))
     encode: float
 
 

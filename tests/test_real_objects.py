@@ -117,3 +117,24 @@ def test_the_card_holds_the_figures_this_suite_measures(figures):
     """``models/objects.card.json`` (written by ``make import-models``) is what docs/object-models.md shows."""
     card = json.loads((MODELS / "objects.card.json").read_text())["real_photos"]
     assert card["summary"] == json.loads(json.dumps(figures["summary"]))
+
+
+def test_the_selfie_model_alone_calls_a_cat_a_person_and_the_gate_removes_it(client, tmp_path):
+    """``box_gate``: the served segmenter keeps person pixels only inside the detector's person boxes.
+    Served without a detector, the same file marks most of the cat photo as person."""
+    cat = next(s for s in detection_scenes() if s.name == "chelsea")
+    gated = client.post("/segment", files={"image": ("cat.png", cat.data(), "image/png")}).json()
+    assert [c["label"] for c in gated["classes"]] == ["background"]
+    assert gated["timings_ms"]["gate"] > 0
+    alone = tmp_path / "models"
+    alone.mkdir()
+    (alone / "person_segmenter.onnx").symlink_to(MODELS / "person_segmenter.onnx")
+    with TestClient(create_app(Settings(models_dir=alone, data_dir=tmp_path / "data"))) as solo:
+        wait_ready(solo)
+        body = solo.post("/segment", files={"image": ("cat.png", cat.data(), "image/png")}).json()
+    person = {c["label"]: c["fraction"] for c in body["classes"]}.get("person", 0.0)
+    assert person > 0.5 and body["timings_ms"]["gate"] is None
+
+
+def test_no_person_pixels_on_photos_without_people(figures):
+    assert figures["summary"]["most_person_pixels_without_people"] <= 0.01, figures["segment"]

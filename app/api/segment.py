@@ -9,12 +9,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.deps import EngineDep, SegmenterDep, SettingsDep
+from app.api.deps import EngineDep, RegistryDep, SegmenterDep, SettingsDep
 from app.api.images import ImageFiles, read_images
 from app.errors import InvalidRequest
 from app.pipeline import Steps
 from app.schemas import (EncodedImage, ErrorResponse, ImageSize, ModelRef, Rle, SegmentBatchResponse, SegmentClass,
                          SegmentResponse, SegmentTimings)
+from app.models.anchor_detector import Detector
 from app.models.segmenter import Segmenter
 from app.vision.masks import class_pixels, encode_png, encode_rle, overlay_jpeg
 
@@ -30,12 +31,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool
-             ) -> Steps[SegmentResponse | Response]:
+def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: bool, overlay: bool,
+             gate: Detector | None) -> Steps[SegmentResponse | Response]:
     t0 = time.perf_counter()
-    image = segmenter.decode(data, max_pixels, full=overlay)
+    image = segmenter.decode(data, max_pixels, full=overlay, at_least=gate.meta.input_size if gate else 0)
     decode_ms = (time.perf_counter() - t0) * 1000
     result = yield from segmenter.photo_steps(image)
+    gate_ms = (yield from segmenter.gate_steps(image, result.mask, gate)) if gate is not None else None
     t1 = time.perf_counter()
     meta = segmenter.meta
     if fmt == "png":
@@ -57,6 +59,7 @@ def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: 
         classes=classes, mask=mask, overlay=shown,
         timings_ms=SegmentTimings(decode=round(decode_ms, 3), preprocess=round(times.preprocess_ms, 3),
                                   inference=round(times.inference_ms, 3), postprocess=round(times.postprocess_ms, 3),
+                                  gate=None if gate_ms is None else round(gate_ms, 3),
                                   encode=round((time.perf_counter() - t1) * 1000, 3)))
 
 
@@ -64,6 +67,7 @@ def _segment(segmenter: Segmenter, data: bytes, max_pixels: int, fmt: str, rle: 
              responses={**ERRORS, **IMAGE_RESPONSES})
 async def segment(
     segmenter: SegmenterDep,
+    registry: RegistryDep,
     settings: SettingsDep,
     engine: EngineDep,
     image: ImageFiles,
@@ -80,6 +84,7 @@ async def segment(
     if format == "png" and len(image) > 1:
         raise InvalidRequest("format=png answers one image; send several images with format=json")
     blobs = await read_images(image, settings.max_images)
-    results = await engine.run_all([_segment(segmenter, data, settings.max_pixels, format, rle, overlay)
+    gate = segmenter.gate_detector(list(registry.detectors.values()))
+    results = await engine.run_all([_segment(segmenter, data, settings.max_pixels, format, rle, overlay, gate)
                                     for data in blobs])
     return results[0] if len(results) == 1 else SegmentBatchResponse(results=results)  # type: ignore[arg-type]

@@ -194,6 +194,12 @@ class ForegroundMaskMeta(SegmenterMeta):
 
     family: Literal["foreground-mask"]  # type: ignore[assignment]
     threshold: float = Field(0.5, gt=0, lt=1)
+    # A foreground model marks the main subject whatever it is (the selfie model calls a cat 97 %
+    # person). With ``box_gate`` set to a label of the served detector, its pixels count only inside
+    # that label's boxes (score >= box_gate_score, each side grown by box_gate_margin of the box).
+    box_gate: str | None = None
+    box_gate_score: float = Field(0.3, gt=0, lt=1)
+    box_gate_margin: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
     def _two_classes(self) -> ForegroundMaskMeta:

@@ -111,7 +111,8 @@ def _real_objects(figures: dict) -> list[str]:
                      f"{', '.join(r['other_labels']) or '-'} |")
     lines += ["", f"`/segment` on `{seg['photo']}`: person mask IoU **{seg['iou']:.3f}** against the mask drawn by "
               f"hand (`tests/data/camera_person.png`); person on {seg['person_fraction']:.1%} of the pixels "
-              f"(drawn: {seg['drawn_fraction']:.1%}). Person pixels on photos with no one: "
+              f"(drawn: {seg['drawn_fraction']:.1%}). Person pixels on photos with no one (the selfie model marks any "
+              f"main subject; the served file keeps them only inside the detector's person boxes, `box_gate`): "
               f"{', '.join(f'{k} {v:.1%}' for k, v in seg['no_person_photos_fraction'].items())}.", ""]
     return lines
 

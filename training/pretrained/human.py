@@ -424,6 +424,9 @@ def selfie_metadata(name: str = "person_segmenter") -> dict:
         "input_size": SELFIE.size[0], "fixed_size": True,
         "normalization": SELFIE.normalization.model_dump(mode="json"),
         "class_names": ["background", "person"], "colors": SEGMENTER_COLOURS, "output_stride": 1, "threshold": 0.5,
+        # The selfie model marks any main subject (a cat: 97 % "person"): keep its pixels inside the
+        # person boxes of the served detector (measured on the real photos: docs/object-models.md).
+        "box_gate": "person", "box_gate_score": 0.3, "box_gate_margin": 0.1,
         "license": SELFIE.licence, "licence_note": _licence_note(SELFIE),
         "source": f"{HUMAN_MODELS.label} models/selfie.json + selfie.bin; {SELFIE.upstream}",
         "weights_sha256": weights_sha256(SELFIE),
