@@ -21,6 +21,11 @@ $(VENV)/.train: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[train]'
 	touch $@ $(VENV)/.serve
 
+# The training extra plus the converters `make import-models` needs (TensorFlow, tf2onnx).
+$(VENV)/.convert: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[train,convert]'
+	touch $@ $(VENV)/.train $(VENV)/.serve
+
 install: $(VENV)/.serve
 install-train: $(VENV)/.train
 
@@ -30,13 +35,14 @@ run: $(VENV)/.serve
 test: $(VENV)/.train
 	$(BIN)/python -m pytest -q
 
-# Retrain every bundled model from scratch on synthetic data and write them into models/.
+# Retrain the project's own models from scratch on synthetic data and write them into models/synthetic/
+# (served with SIGHTLINE_MODELS_DIR=models/synthetic:models).
 models: $(VENV)/.train
-	$(BIN)/python -m training.build_models --out models
+	$(BIN)/python -m training.build_models --out models/synthetic
 
 # Convert the real pretrained face models from their registry packages into models/, each proven
 # against its original runtime (dlib-bin, face-api in Node.js) and checked on real photos.
-import-models: $(VENV)/.train
+import-models: $(VENV)/.convert
 	$(BIN)/python -m training.pretrained --out models
 
 # Set the served embedder's 1:1 threshold on your own photos: PHOTOS=folder of <person>/<photo>.
@@ -44,9 +50,9 @@ FAR ?= 0.001
 calibrate: $(VENV)/.train
 	$(BIN)/python -m training.faces.calibrate --photos "$(PHOTOS)" --far $(FAR) --roc "$(PHOTOS)/roc.png"
 
-# Score the bundled models on held-out data through the HTTP API.
+# Score the synthetic-trained models on held-out data through the HTTP API.
 heldout: $(VENV)/.train
-	$(BIN)/python -m training.build_models --out models --heldout-only
+	$(BIN)/python -m training.build_models --out models/synthetic --heldout-only
 
 bench: $(VENV)/.train
 	$(BIN)/python -m bench

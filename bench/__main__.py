@@ -135,7 +135,7 @@ def run(model: Path, p: Profile, seed: int) -> dict:
     r["nms"] = [bench_nms(n, reps, warm, seed) for n, reps, warm in p.nms_runs]
     r["gallery"] = bench_gallery_search(p.gallery_runs, seed)
     step(f"9-10: serving runtime, {len(p.runtime_clients)} levels, overload, {p.soak_seconds:g} s soak")
-    r["runtime"] = bench_runtime(model.parent, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
+    r["runtime"] = bench_runtime(model, jpegs, p.runtime_clients, p.runtime_seconds, p.runtime_warmup_s,
                                  p.runtime_rounds, p.overload_factor, p.overload_seconds, p.soak_seconds,
                                  p.mixed_seconds)
     r["runtime_ratios"] = runtime_ratios(r["runtime"])
@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="tiny iteration counts, 1 and 2 clients (seconds)")
     size.add_argument("--brief", action="store_true",
                       help="every section and level, shorter (a few minutes; for a GPU lent for a while)")
-    ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx",
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "synthetic" / "detector.onnx",
                     help="detector to measure; the HTTP server serves this file's folder")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="JSON figures")
     ap.add_argument("--md", type=Path, default=ROOT / "bench" / "results.md", help="markdown tables")

@@ -318,12 +318,14 @@ def http_floor(jpegs: list[bytes], clients: int, seconds: float, warmup_s: float
             "client_cpu_ms_per_request": client_cpu * 1000 / max(ok, 1)}
 
 
-def bench_runtime(models_dir: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
+def bench_runtime(model: Path, jpegs: list[bytes], clients: tuple[int, ...], seconds: float, warmup_s: float,
                   rounds: int, overload_factor: float, overload_seconds: float, soak_seconds: float,
                   mixed_seconds: float = 0.0) -> dict:
+    """``model``: the detector measured raw; the servers serve its folder."""
     t0 = time.perf_counter()
+    models_dir = model.parent
     settings = Settings()
-    raw = RawBound(models_dir / "detector.onnx", settings, jpegs)
+    raw = RawBound(model, settings, jpegs)
     target = target_clients(clients)
     with ExitStack() as stack:
         # one run at a time is the plan already where there is one instance (CUDA): no third server

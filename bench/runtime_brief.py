@@ -30,6 +30,7 @@ from bench.server import ROOT, uvicorn_server
 
 CLIENTS = (1, 4, 16, 64)
 BATCHES = (1, 4, 8, 16)
+MODELS = ROOT / "models" / "synthetic"            # the project's own detector, segmenter and face models
 READY_TIMEOUT_S = 300.0                           # the warm-up on a GPU: every model at each batch size it runs at
 
 
@@ -37,7 +38,7 @@ READY_TIMEOUT_S = 300.0                           # the warm-up on a GPU: every 
 def started(r: dict, name: str, settings: dict[str, str] | None):
     """A server with ``settings``; its seconds to ready and each model's provider go into ``r``."""
     t = time.monotonic()
-    with uvicorn_server(ROOT / "models", ready_timeout=READY_TIMEOUT_S, settings=settings) as server:
+    with uvicorn_server(MODELS, ready_timeout=READY_TIMEOUT_S, settings=settings) as server:
         models = httpx.get(f"{server.base_url}/models", timeout=10.0).json()
         r.setdefault("servers", {})[name] = {
             "ready_s": time.monotonic() - t,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jpegs, _ = make_jpegs(24, 0)
     settings = Settings()
-    raw = RawBound(ROOT / "models" / "detector.onnx", settings, jpegs)
+    raw = RawBound(MODELS / "detector.onnx", settings, jpegs)
     r["machine"] = describe_machine(raw.whole.provider)
     r["settings"] = settings.model_dump(include={"device", "cuda_conv_algo_search", "io_binding", "warmup",
                                                  "fixed_batch_sizes", "max_batch", "max_delay_ms", "max_in_flight"})

@@ -9,10 +9,11 @@ from app.main import create_app
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"                    # what make run serves: the real face models, the objects' models
-SYNTHETIC = MODELS / "synthetic"            # the face models the project trains on synthetic faces
-# the synthetic face stack in front of the rest: what the serving tests below were written against
-# (small, fast models whose behaviour on synthetic faces the tests know)
+MODELS = ROOT / "models"                    # what make run serves: the real pretrained models only
+SYNTHETIC = MODELS / "synthetic"            # the project's own models, trained on synthetic data:
+                                            # detector, segmenter and the three face models
+# the synthetic stack in front of the real models: what the serving tests below were written against
+# (small, fast models whose behaviour on synthetic scenes and faces the tests know)
 BUNDLED_MODELS = Path(f"{SYNTHETIC}{os.pathsep}{MODELS}")
 
 

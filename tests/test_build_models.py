@@ -31,14 +31,16 @@ def test_build_faces_pipeline(tmp_path):
 
     models = tmp_path / "models"
     models.mkdir()
-    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "detector.onnx", models)   # --init-from
+    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "synthetic" / "detector.onnx", models)  # init
     args = ["--out", str(models), "--work", str(tmp_path / "work"), "--tasks", "faces",
             "--faces-train-identities", "10", "--faces-per-identity", "3", "--faces-val-identities", "4",
             "--faces-val-per-identity", "3", "--faces-heldout-identities", "4", "--faces-heldout-per-identity", "3",
             "--faces-detector-epochs", "1", "--faces-detector-photos", "30", "--faces-landmark-epochs", "1",
             "--faces-embedder-epochs", "1", "--faces-embedder-steps", "2", "--faces-verify-pairs", "3"]
     assert main(args) == 0
-    card = json.loads((models / "synthetic" / "faces.card.json").read_text())
+    card = json.loads((models / "faces.card.json").read_text())     # beside the detector, in --out itself
+    assert {p.name for p in models.glob("*.onnx")} == {"detector.onnx", "face_detector.onnx", "landmarks.onnx",
+                                                       "embedder.onnx"}
     assert set(card["models"]) == {"face_detector", "landmarks", "embedder"}
     assert card["initialised_from"].endswith("detector.onnx")
     assert max(card["parity_max_abs_diff"].values()) <= 1e-4
@@ -69,7 +71,7 @@ def test_build_segmenter_pipeline(tmp_path):
             "--heldout-scenes", "4", "--segment-epochs", "1", "--tasks", "segmentation"]
     with pytest.raises(SystemExit, match="build it first"):
         main(args)
-    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "detector.onnx", models)
+    shutil.copy(Path(__file__).resolve().parent.parent / "models" / "synthetic" / "detector.onnx", models)
     assert main(args) == 0
     card = json.loads((models / "segmenter.card.json").read_text())
     assert card["initialised_from"].endswith("detector.onnx") and card["parity_max_abs_diff"] <= 1e-4

@@ -14,7 +14,7 @@ from app import runtime
 from app.runtime import (CPU, CUDA, SessionRunner, ThreadPlan, _cuda_usable, available_cores, create_session,
                          fixed_batch_sizes, providers, thread_plan)
 from app.settings import Settings
-from tests.conftest import BUNDLED_MODELS, MODELS, SYNTHETIC, wait_ready
+from tests.conftest import BUNDLED_MODELS, SYNTHETIC, wait_ready
 from tests.images import jpeg_bytes
 from training.synth.scenes import SceneConfig, render_scene
 
@@ -63,7 +63,7 @@ def test_the_session_gets_the_plans_thread_count(monkeypatch):
         return real(path, sess_options=sess_options, providers=providers)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
-    create_session(MODELS / "detector.onnx", Settings(device="cpu", inference_instances=1, intra_op_threads=2))
+    create_session(SYNTHETIC / "detector.onnx", Settings(device="cpu", inference_instances=1, intra_op_threads=2))
     assert seen["threads"] == 2
 
 
@@ -179,8 +179,9 @@ def test_the_server_loads_lone_sessions_only_when_the_plan_has_them(tmp_path):
 
 def test_every_session_allocates_from_the_one_shared_cpu_arena():
     settings = Settings(device="cpu")
-    sessions = [create_session(MODELS / "detector.onnx", settings), create_session(SYNTHETIC / "landmarks.onnx", settings)]
-    sessions.append(create_session(MODELS / "detector.onnx", settings, intra_op=2))   # registered once
+    detector = SYNTHETIC / "detector.onnx"
+    sessions = [create_session(detector, settings), create_session(SYNTHETIC / "landmarks.onnx", settings)]
+    sessions.append(create_session(detector, settings, intra_op=2))   # registered once
     for session in sessions:
         assert session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
     size = sessions[1].get_inputs()[0].shape[2]

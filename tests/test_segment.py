@@ -18,7 +18,7 @@ from pycocotools import mask as mask_api
 from app.main import create_app
 from app.settings import Settings
 from app.vision.masks import IGNORE
-from tests.conftest import BUNDLED_MODELS, MODELS, wait_ready
+from tests.conftest import BUNDLED_MODELS, SYNTHETIC, wait_ready
 from tests.images import png_bytes
 from training.segment.__main__ import main as segment_cli
 from training.segment.input_size import OUTPUT_AXES
@@ -94,7 +94,7 @@ def test_init_from_the_detector_copies_its_backbone(tmp_path):
     from training.detect.onnx_weights import load_onnx_weights
     from training.segment.data import NORM_MEAN, NORM_STD
 
-    detector, example, photo = MODELS / "detector.onnx", torch.zeros(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    detector, example, photo = SYNTHETIC / "detector.onnx", torch.zeros(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
 
     def unet():
         return UNet(UNetConfig(num_classes=4, input_size=64, width=8, depth=5, encoder="mobilenetv2", repeats=0.67))
@@ -210,7 +210,7 @@ def test_models_lists_the_segmenter(served):
 
 def test_no_segmenter_installed_is_503(tmp_path):
     (tmp_path / "models").mkdir()
-    shutil.copy(MODELS / "detector.onnx", tmp_path / "models")
+    shutil.copy(SYNTHETIC / "detector.onnx", tmp_path / "models")
     with TestClient(create_app(Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data"))) as client:
         wait_ready(client)
         r = _post(client, png_bytes(np.zeros((8, 8, 3), np.uint8)))

@@ -48,7 +48,7 @@ from app.models.yolo import (InstanceDetections, InstanceMask, NotYolo, YoloDete
 from app.runtime import ModelLoadError, read_metadata
 from app.settings import Settings
 from app.vision.anchors import anchor_grid
-from tests.conftest import MODELS, wait_ready
+from tests.conftest import SYNTHETIC, wait_ready
 from training.synth.scenes import SceneConfig, render_scene
 
 SIZE, PROTO, MASKS = 64, 16, 32           # input side, prototype side (SIZE / 4), mask coefficients
@@ -450,11 +450,11 @@ def test_polygons_outline_the_mask():
 # ---- Sightline's own detector in the YOLOv5 layout ----
 
 def sightline_detector_as_yolov5(path: Path) -> None:
-    """``models/detector.onnx`` (``anchor-yolo``: raw t_obj, t_x, t_y, t_w, t_h, class logits) with
+    """``models/synthetic/detector.onnx`` (``anchor-yolo``: raw t_obj, t_x, t_y, t_w, t_h, class logits) with
     ONNX nodes appended that decode its anchors at 416 px into YOLOv5's ``(B, N, 5 + C)``: ``cx, cy,
     w, h`` in input pixels, ``sigmoid(t_obj)``, ``softmax(logits)``; Sightline's metadata replaced by
     YOLOv5's (stride and names)."""
-    model = onnx.load(str(MODELS / "detector.onnx"))
+    model = onnx.load(str(SYNTHETIC / "detector.onnx"))
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     grid = anchor_grid(meta["input_size"], meta["strides"], meta["anchors"])
     classes = len(meta["class_names"])
@@ -490,7 +490,7 @@ def test_sightline_detector_exported_as_yolov5_gives_the_same_detections(tmp_pat
     sightline_detector_as_yolov5(tmp_path / "as_v5.onnx")
     yolo = served(imported(tmp_path, tmp_path / "as_v5.onnx", "yolov5", "--input-size", "416"))
     assert isinstance(yolo, YoloDetector) and yolo.meta.class_names == ["pedestrian", "car", "motorcycle"]
-    anchor = served(MODELS / "detector.onnx")
+    anchor = served(SYNTHETIC / "detector.onnx")
     assert isinstance(anchor, ObjectDetector)
     params = DetectParams(conf=0.25, iou=0.45, max_det=100)
     total = 0

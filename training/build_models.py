@@ -1,8 +1,8 @@
 """``make models``: rebuild the project's own models from scratch on synthetic data, then score them
-on held-out data through the HTTP API and write their model cards next to them: the object detector
-and the segmenter in ``--out``, the face models in ``--out/synthetic`` (the served face models are
-the real ones ``make import-models`` converts; ``SIGHTLINE_MODELS_DIR=models/synthetic:models``
-serves these instead).
+on held-out data through the HTTP API and write their model cards next to them, all in ``--out``
+(default ``models/synthetic``): the object detector, the segmenter and the three face models.
+``models/`` itself holds the real pretrained models served by default (``make import-models``);
+``SIGHTLINE_MODELS_DIR=models/synthetic:models`` serves these synthetic ones instead.
 
 Seeds: training scenes 1, validation scenes 2, held-out test scenes 3 (never trained or tuned on);
 the detector and the segmenter train on the same scenes (boxes and masks of the same objects).
@@ -56,7 +56,7 @@ def build_detector(work: Path, models: Path, train_count: int, val_count: int, e
 
 # The bundled segmenter's recipe (U-Net; see training/segment/model.py).
 # The contracting path is the detector's backbone, started from the detector this build has just
-# trained (models/detector.onnx): MobileNetV2 at the detector's width, repeats and expansion.
+# trained (models/synthetic/detector.onnx): MobileNetV2 at the detector's width, repeats and expansion.
 # Served at 384 (perfect logits read back from 384 would score 0.992 on these scenes), trained on
 # two 192 px windows per image read, half of them centred on an object of a class drawn uniformly.
 SEGMENTER_RECIPE = {"encoder": "mobilenetv2", "width": round(16 * DETECTOR_RECIPE["width"]), "depth": 5,
@@ -69,7 +69,7 @@ SEGMENTER_HELDOUT = 300   # held-out scenes scored through POST /segment (the fi
 def build_segmenter(work: Path, models: Path, train_count: int, val_count: int, epochs: int,
                     images: int | None) -> dict:
     """Train the U-Net on the training scenes' masks (the first ``images`` of them), its contracting path
-    started from ``models/detector.onnx``, and export it."""
+    started from ``<models>/detector.onnx`` (the detector of this build), and export it."""
     from training.segment.export import export_segmenter
     from training.segment.input_size import tune_segmenter_size
     from training.segment.train import SegmentTrainOptions, train_segmenter
@@ -111,7 +111,7 @@ def heldout_detector(work: Path, models: Path, count: int) -> dict:
 
 
 def write_card(models: Path, name: str, heldout: dict, extra: dict) -> Path:
-    """``models/<name>.card.json``: what the README's model card is written from."""
+    """``<models>/<name>.card.json``: what docs/models.md's model card is written from."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(models / f"{name}.onnx"), providers=["CPUExecutionProvider"])
@@ -128,7 +128,7 @@ def write_card(models: Path, name: str, heldout: dict, extra: dict) -> Path:
 
 
 def write_faces_card(models: Path, heldout: dict, extra: dict) -> Path:
-    """``models/faces.card.json``: the three face models' architecture, training and held-out figures."""
+    """``<models>/faces.card.json``: the three face models' architecture, training and held-out figures."""
     from training.onnx_export import file_metadata
 
     card: dict = {"heldout": heldout, **extra, "models": {}}
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.faces.build import FaceBuild
 
     parser = argparse.ArgumentParser(prog="python -m training.build_models", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files go")
+    parser.add_argument("--out", type=Path, default=Path("models/synthetic"),
+                        help="where the .onnx files and their cards go")
     parser.add_argument("--work", type=Path, default=Path("runs/build"), help="datasets and training runs")
     parser.add_argument("--train-scenes", type=int, default=6000)
     parser.add_argument("--val-scenes", type=int, default=300)
@@ -181,14 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         from training.faces.build import build_faces, heldout_faces
 
         cfg = FaceBuild(**{f: getattr(args, f"faces_{f}") for f in defaults.__dataclass_fields__})
-        synthetic = args.out / "synthetic"      # the served face models are the converted real ones
-        synthetic.mkdir(exist_ok=True)
         if args.heldout_only:   # the build's own record, when this work folder holds one
             summary = args.work / "faces-build.json"
             extra = json.loads(summary.read_text()) if summary.exists() else {}
         else:
-            extra = build_faces(args.work, synthetic, cfg, args.work / "detector-run" / "best.pt")
-        print(f"card: {write_faces_card(synthetic, heldout_faces(args.work, synthetic, cfg), extra)}")
+            extra = build_faces(args.work, args.out, cfg, args.work / "detector-run" / "best.pt")
+        print(f"card: {write_faces_card(args.out, heldout_faces(args.work, args.out, cfg), extra)}")
     if "segmentation" in tasks:
         extra = {} if args.heldout_only else build_segmenter(args.work, args.out, args.train_scenes, args.val_scenes,
                                                              args.segment_epochs, args.segment_images)

@@ -1,6 +1,9 @@
-"""``python -m training.detect train|eval|export|tune-size``: the detector's command line.
+"""``python -m training.detect train|convert|eval|export|tune-size``: the detector's command line.
 
-  train      train on a COCO/YOLO dataset, validating each epoch (run dir: checkpoints, curves, history)
+  train      train on a COCO/YOLO dataset, validating each epoch (run dir: checkpoints, curves, history);
+             --init-from starts from a checkpoint, a Sightline detector or a converted real model
+             (--backbone mobilenetv1 --init-from models/face_detector.onnx: face-api's SSD MobileNetV1)
+  convert    write an Ultralytics YOLO, Pascal VOC or COCO dataset as the COCO layout train reads
   export     write a checkpoint to ONNX with its metadata and check ONNX Runtime against PyTorch
   tune-size  pick an ONNX file's serving input size on a validation set (written into its metadata)
   eval    score a checkpoint, an ONNX file, or a running server (POST /detect) with pycocotools
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+BACKBONES = ("mobilenetv2", "mobilenetv1")   # training.detect.model.BACKBONES, without importing torch here
 
 
 def _add_train(sub) -> None:
@@ -23,17 +28,39 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--box-weight", type=float, default=5.0, help="weight of the box (1 - CIoU) loss")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=float, default=0.5, help="channel multiplier")
-    p.add_argument("--depth", type=float, default=0.67, help="repeat multiplier")
+    p.add_argument("--backbone", choices=BACKBONES, default="mobilenetv2",
+                   help="mobilenetv2 (default), or mobilenetv1: the trunk of face-api's SSD "
+                        "(models/face_detector.onnx), whose 27 convolutions --init-from can copy")
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier (default 0.5 for mobilenetv2, 1.0 for mobilenetv1)")
+    p.add_argument("--depth", type=float, default=0.67, help="repeat multiplier (mobilenetv2)")
     p.add_argument("--resolution", type=float, default=1.0, help="input side multiplier over --base-size")
     p.add_argument("--base-size", type=int, default=320)
-    p.add_argument("--expansion", type=int, default=4, help="bottleneck expansion cap (MobileNetV2: 6)")
+    p.add_argument("--expansion", type=int, default=4, help="bottleneck expansion cap (mobilenetv2; MobileNetV2: 6)")
     p.add_argument("--val-limit", type=int, default=200)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-from", type=Path, default=None,
-                   help="checkpoint (.pt) or exported detector (.onnx) whose matching weights start the model")
+                   help="checkpoint (.pt), or ONNX file (a Sightline detector, or models/face_detector.onnx "
+                        "with --backbone mobilenetv1) whose matching weights start the model; it prints what it kept")
     p.add_argument("--freeze", choices=["backbone", "none"], default="none")
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="write a YOLO / VOC / COCO dataset as DIR/annotations.json + DIR/images/")
+    p.add_argument("--from", dest="fmt", choices=["yolo", "voc", "coco"], required=True,
+                   help="yolo: a data.yaml, or a folder with images/ and labels/; voc: a folder with Annotations/ "
+                        "and JPEGImages/ (or .xml files beside the images); coco: a json (with --images)")
+    p.add_argument("source", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder to write (annotations.json, images/)")
+    p.add_argument("--split", default=None,
+                   help="yolo: the data.yaml key (train, val, test) or images/<split>; voc: ImageSets/Main/<split>.txt")
+    p.add_argument("--names", default=None,
+                   help="class names, comma-separated, in class-id order (default: data.yaml, classes.txt, or "
+                        "for VOC every name in the folder's annotations, sorted)")
+    p.add_argument("--images", type=Path, default=None, help="coco: the folder its file_names start from")
+    p.add_argument("--skip-difficult", action="store_true", help="voc: leave out objects marked difficult")
+    p.add_argument("--copy", action="store_true", help="copy the images (default: hard links where possible)")
 
 
 def _add_export(sub) -> None:
@@ -70,16 +97,33 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_convert(sub)
     _add_export(sub)
     _add_eval(sub)
     _add_tune_size(sub)
     args = parser.parse_args(argv)
     if args.command == "train":
-        from training.detect.train import TrainOptions, train
+        from training.detect.train import DatasetMismatch, TrainOptions, train
+        from training.detect.transfer import TransferError
 
         opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "command"})
-        result = train(opts)
+        try:
+            result = train(opts)
+        except (TransferError, DatasetMismatch, FileNotFoundError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
         print(f"best val mAP@[.5:.95] {result['best_map50_95']:.4f}; checkpoints in {args.out}")
+    elif args.command == "convert":
+        from training.detect.formats import FormatError, convert
+
+        names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+        try:
+            summary = convert(args.fmt, args.source, args.out, split=args.split, names=names, images=args.images,
+                              skip_difficult=args.skip_difficult, link=not args.copy)
+        except (FormatError, FileNotFoundError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        print(summary)
     elif args.command == "export":
         from training.detect.export import export_detector
 

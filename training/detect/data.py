@@ -98,7 +98,9 @@ def load_dataset(path: Path) -> DetectionData:
         return load_coco(path / "annotations.json")
     if (path / "classes.txt").exists():
         return load_yolo(path)
-    raise FileNotFoundError(f"{path}: neither a COCO json, a folder with annotations.json, nor a YOLO folder")
+    raise FileNotFoundError(f"{path}: neither a COCO json, a folder with annotations.json, nor a YOLO folder "
+                            "(images/, labels/, classes.txt); write other layouts (a data.yaml, Pascal VOC) as COCO "
+                            "with python -m training.detect convert")
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -112,8 +114,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     """Yields ``(image (3, S, S) float32, boxes (N, 4) input pixels, labels (N,), index)``."""
 
     def __init__(self, data: DetectionData, input_size: int, augment: bool, seed: int = 0,
-                 cache: bool = True) -> None:
+                 cache: bool = True, norm: tuple[tuple, tuple] = (NORM_MEAN, NORM_STD)) -> None:
         self.data, self.size, self.augment, self.seed = data, input_size, augment, seed
+        self.mean, self.std = norm   # the model's input normalisation, of x / 255
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {} if cache else None  # type: ignore[assignment]
 
@@ -134,7 +137,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             image, boxes, labels, _ = augment_detection(rng, image, boxes, labels)
         canvas, geo = letterbox(image, self.size)
-        x = to_tensor(canvas[None], NORM_MEAN, NORM_STD)[0]
+        x = to_tensor(canvas[None], self.mean, self.std)[0]
         return torch.from_numpy(x), letterbox_boxes(boxes, geo), labels, i
 
 

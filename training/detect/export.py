@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from app.vision.anchors import OUTPUT_LAYOUT
-from training.detect.model import NORM_MEAN, NORM_STD, STRIDES, Detector, DetectorConfig
+from training.detect.model import STRIDES, Detector, DetectorConfig
 from training.onnx_export import count_flops, export_onnx, parity
 
 
@@ -23,20 +23,28 @@ def detector_metadata(model: Detector, ckpt: dict, name: str, version: str, task
     cfg = model.cfg
     example = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
     best = max(ckpt["history"], key=lambda h: h["map50_95"]) if ckpt.get("history") else {}
+    init = ckpt.get("init") or {}
+    # weights started from a licensed file (face-api's SSD: Apache-2.0) keep its licence and say so
+    origin = ({"license": init["license"],
+               "source": f"Sightline detector; backbone started from {init['file']} ({init.get('source')})"}
+              if init.get("license") else {})
     return {
         "name": name, "task": task, "family": "anchor-yolo", "version": version,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "class_names": ckpt["class_names"], "input_size": cfg.input_size, "train_input_size": cfg.input_size,
-        "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(NORM_MEAN), "std": list(NORM_STD),
+        "normalization": {"color": "RGB", "scale": 1 / 255, "mean": list(cfg.norm_mean), "std": list(cfg.norm_std),
                           "letterbox_pad": 114},
+        **origin,
         "anchors": cfg.anchors, "strides": list(STRIDES), "output_layout": OUTPUT_LAYOUT,
         "thresholds": {"conf": 0.25, "iou": 0.45},
-        "architecture": {"family": "mobilenetv2-yolo", **{k: v for k, v in cfg.to_dict().items() if k != "anchors"},
+        "architecture": {"family": f"{cfg.backbone}-yolo",
+                         **{k: v for k, v in cfg.to_dict().items() if k not in ("anchors", "norm_mean", "norm_std")},
                          "parameters": sum(p.numel() for p in model.parameters()),
                          "flops": count_flops(model, example)},
         "training": {"epochs": len(ckpt.get("history", [])), "seed": ckpt.get("seed"),
                      "train_seconds": (ckpt.get("history") or [{}])[-1].get("elapsed_s"),
-                     "val_map50": best.get("map50"), "val_map50_95": best.get("map50_95")},
+                     "val_map50": best.get("map50"), "val_map50_95": best.get("map50_95"),
+                     **({"init_from": init} if init else {})},
     }
 
 

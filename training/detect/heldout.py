@@ -96,6 +96,19 @@ def checkpoint_predictor(checkpoint: Path) -> Callable[[Path], Detections]:
     return lambda path: predict_one(model, read_rgb(path))
 
 
+def _check_served(client: object, model: Path) -> None:
+    """``/detect`` answers with the first detection model of the folder served: when ``model`` names a
+    file, make sure it is that one and not another detector beside it."""
+    if model.is_dir():
+        return
+    listed = client.get("/models").json()["models"]  # type: ignore[attr-defined]
+    served = [m["file"] for m in listed if m["task"] == "detection"]
+    if served[:1] != [model.name]:
+        first = served[0] if served else "no model"
+        raise RuntimeError(f"{model}: /detect is served by {first} from {model.parent}; "
+                           "score a folder whose only detector is this one")
+
+
 def evaluate(data: Path, checkpoint: Path | None = None, model: Path | None = None, url: str | None = None,
              limit: int | None = None) -> dict[str, float]:
     coco = Path(data) / "annotations.json" if Path(data).is_dir() else Path(data)
@@ -107,6 +120,7 @@ def evaluate(data: Path, checkpoint: Path | None = None, model: Path | None = No
             metrics = evaluate_predictor(http_predictor(client.post), coco, limit=limit)
     elif model:
         with in_process_client(model) as client:
+            _check_served(client, Path(model))
             metrics = evaluate_predictor(http_predictor(client.post), coco, limit=limit)
     else:
         metrics = evaluate_predictor(checkpoint_predictor(checkpoint), coco, limit=limit)

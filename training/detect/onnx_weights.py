@@ -1,6 +1,6 @@
 """Transfer learning from an exported detector: copy an ONNX file's convolutions into a PyTorch
-``Detector``, so a user holding only ``models/detector.onnx`` can start a new detector (a face
-detector, their own classes) from its backbone and neck.
+``Detector``, so a user holding only ``models/synthetic/detector.onnx`` can start a new detector (a
+face detector, their own classes) from its backbone and neck.
 
 The export folds each batch norm into the convolution before it, so a copied convolution gets the
 folded weights and bias, and its batch norm becomes the identity (mean 0, variance 1 - eps,

@@ -1,6 +1,7 @@
 """Training loop for the anchor detector: anchors by k-means, AdamW with warm-up and cosine decay,
 an EMA of the weights, per-epoch validation mAP (pycocotools), checkpoints, resume, transfer
-learning (``--init-from``, ``--freeze``), curves as PNG."""
+learning (``--init-from`` a checkpoint, a Sightline detector or a converted real model such as
+face-api's SSD MobileNetV1 with ``--backbone mobilenetv1``; ``--freeze``), curves as PNG."""
 
 from __future__ import annotations
 
@@ -23,11 +24,16 @@ from training.anchors import best_possible_recall, kmeans_anchors, mean_best_iou
 from training.detect.data import DetectionData, DetectionDataset, collate, load_dataset
 from training.detect.evaluate import EVAL_CONF, coco_map, coco_results, load_gt
 from training.detect.loss import assign_targets, detection_loss, grid_tensors
-from training.detect.model import STRIDES, Detector, DetectorConfig
+from training.detect.model import DEFAULT_WIDTH, STRIDES, Detector, DetectorConfig
+from training.detect.transfer import TransferError
 from training.schedule import set_lr, warmup_cosine
 from training.plots import plot_curves
 
 log = logging.getLogger("sightline.train")
+
+
+class DatasetMismatch(ValueError):
+    """The validation set's classes are not the training set's."""
 
 
 @dataclass
@@ -41,7 +47,8 @@ class TrainOptions:
     weight_decay: float = 5e-4
     box_weight: float = 5.0   # weight of the (1 - CIoU) term against objectness and class
     seed: int = 0
-    width: float = 0.5
+    backbone: str = "mobilenetv2"   # or "mobilenetv1" (face-api's SSD trunk; --init-from models/face_detector.onnx)
+    width: float | None = None      # None: the backbone's default (0.5 mobilenetv2, 1.0 mobilenetv1)
     depth: float = 0.67
     resolution: float = 1.0
     base_size: int = 320
@@ -112,11 +119,10 @@ def predict_one(model: Detector, image: np.ndarray, conf: float = EVAL_CONF, iou
                 max_det: int = 100) -> Detections:
     """One ``HxWx3 uint8 RGB`` image through the PyTorch model and the serving post-processing."""
     from app.vision.letterbox import letterbox, to_tensor
-    from training.detect.model import NORM_MEAN, NORM_STD
 
     cfg = model.eval().cfg
     canvas, geo = letterbox(image, cfg.input_size)
-    raw = model(torch.from_numpy(to_tensor(canvas[None], NORM_MEAN, NORM_STD)))[0].numpy()
+    raw = model(torch.from_numpy(to_tensor(canvas[None], cfg.norm_mean, cfg.norm_std)))[0].numpy()
     grid = anchor_grid(cfg.input_size, list(STRIDES), cfg.anchors)
     return postprocess_detections(raw, grid, geo, conf, iou, max_det)
 
@@ -139,31 +145,77 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_model(opts: TrainOptions, train_data: DetectionData) -> tuple[Detector, dict | None]:
-    """A new model, or the one in ``out/last.pt`` when resuming; ``--init-from`` copies matching weights."""
+CALIBRATION_IMAGES = 16   # training images the copied layers' batch-norm statistics are measured on
+
+
+def build_model(opts: TrainOptions, train_data: DetectionData) -> tuple[Detector, dict | None, dict | None]:
+    """A new model, or the one in ``out/last.pt`` when resuming; ``--init-from`` copies matching
+    weights and prints what it kept. Returns the model, the checkpoint resumed (or None) and what
+    the model was started from (``Transfer.record``, or None)."""
     last = opts.out / "last.pt"
     if opts.resume and last.exists():
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         model = Detector(DetectorConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["model"])
-        return model, ckpt
-    cfg = DetectorConfig(num_classes=len(train_data.class_names), width=opts.width, depth=opts.depth,
-                         resolution=opts.resolution, base_size=opts.base_size, expansion=opts.expansion)
+        return model, ckpt, ckpt.get("init")
+    width = opts.width if opts.width is not None else DEFAULT_WIDTH.get(opts.backbone, 0.5)
+    cfg = DetectorConfig(num_classes=len(train_data.class_names), width=width, depth=opts.depth,
+                         resolution=opts.resolution, base_size=opts.base_size, expansion=opts.expansion,
+                         backbone=opts.backbone)
     cfg.anchors = fit_anchors(train_data, cfg.input_size, opts.anchors_per_scale, opts.seed)
     model = Detector(cfg)
-    if opts.init_from and Path(opts.init_from).suffix == ".onnx":
-        from training.detect.onnx_weights import load_onnx_weights
+    if not opts.init_from:
+        return model, None, None
+    if Path(opts.init_from).suffix == ".onnx":
+        from training.detect.transfer import calibrate_batch_norm, transfer_from_onnx
 
-        copied, total = load_onnx_weights(model, opts.init_from)
-        print(f"init-from {opts.init_from}: {copied}/{total} convolutions copied (batch norm folded in)")
-    elif opts.init_from:
-        src = torch.load(opts.init_from, map_location="cpu", weights_only=False)
-        state = src.get("ema") or src["model"]
-        own = model.state_dict()
-        loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(loaded, strict=False)
-        print(f"init-from {opts.init_from}: {len(loaded)}/{len(own)} tensors copied")
-    return model, None
+        transfer = transfer_from_onnx(model, Path(opts.init_from))
+        # after the copy: the images are normalised as the copied layers expect (the file's normalisation)
+        calib = DetectionData(train_data.samples[:CALIBRATION_IMAGES], train_data.class_names)
+        calib_set = DetectionDataset(calib, cfg.input_size, augment=False, norm=(cfg.norm_mean, cfg.norm_std))
+        loader = torch.utils.data.DataLoader(calib_set, batch_size=8, collate_fn=collate)
+        if calibrate_batch_norm(model, transfer.copied, (images for images, *_ in loader)):
+            transfer.calibrated_on = len(calib_set)
+        for line in transfer.lines():
+            print(line)
+        return model, None, transfer.record()
+    return model, None, _init_from_checkpoint(model, Path(opts.init_from))
+
+
+def _init_from_checkpoint(model: Detector, path: Path) -> dict:
+    """Copy a training checkpoint's tensors whose names and shapes agree (its EMA weights where it has
+    them); the model takes its normalisation when the backbone's first convolution came with them."""
+    if not path.is_file():
+        raise TransferError(f"{path}: no such file")
+    src = torch.load(path, map_location="cpu", weights_only=False)
+    state = src.get("ema") or src["model"]
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    shaped = [k for k in own if own[k].ndim > 0]          # not the batch norms' step counters
+    backbone = [k for k in shaped if k.startswith("backbone.")]
+    kept = [k for k in backbone if k in loaded]
+    if not kept:
+        src_cfg = src.get("config", {})
+        raise TransferError(f"{path}: nothing to copy into this {model.cfg.backbone} backbone (width "
+                            f"{model.cfg.width:g}); the checkpoint's is {src_cfg.get('backbone', 'mobilenetv2')} "
+                            f"width {src_cfg.get('width')} depth {src_cfg.get('depth')} expansion "
+                            f"{src_cfg.get('expansion')}: give those options")
+    model.load_state_dict(loaded, strict=False)
+    src_cfg = src.get("config", {})
+    first = next(k for k in own if k.startswith("backbone.") and k.endswith("weight") and own[k].ndim == 4)
+    if first in loaded and "norm_mean" in src_cfg:
+        model.cfg.norm_mean, model.cfg.norm_std = tuple(src_cfg["norm_mean"]), tuple(src_cfg["norm_std"])
+    rest = [k for k in shaped if not k.startswith("backbone.")]
+    print(f"init-from {path}: {sum(k in loaded for k in shaped)}/{len(shaped)} tensors copied")
+    print(f"  backbone ({model.cfg.backbone}): {len(kept)}/{len(backbone)} tensors copied")
+    print(f"  neck and heads: {sum(k in loaded for k in rest)}/{len(rest)} tensors copied, the rest left as "
+          "initialised (names or shapes differ)")
+    print(f"  input normalisation: (x / 255 - {list(model.cfg.norm_mean)}) / {list(model.cfg.norm_std)}")
+    inherited = src.get("init") or {}
+    return {"file": path.name, "name": None, "source": inherited.get("source"), "license": inherited.get("license"),
+            "backbone": model.cfg.backbone, "tensors_copied": sum(k in loaded for k in shaped),
+            "tensors_total": len(shaped),
+            **({"started_from": inherited} if inherited else {})}
 
 
 def train(opts: TrainOptions) -> dict:
@@ -171,10 +223,13 @@ def train(opts: TrainOptions) -> dict:
     torch.manual_seed(opts.seed)
     opts.out.mkdir(parents=True, exist_ok=True)
     train_data, val_data = load_dataset(opts.data), load_dataset(opts.val)
+    if val_data.class_names != train_data.class_names:
+        raise DatasetMismatch(f"{opts.val}: its classes {val_data.class_names} are not the training set's "
+                            f"{train_data.class_names} (same names, same order: convert both with the same names)")
     if opts.limit:
         train_data.samples = train_data.samples[:opts.limit]
     val_data.samples = val_data.samples[:opts.val_limit]
-    model, ckpt = build_model(opts, train_data)
+    model, ckpt, init = build_model(opts, train_data)
     cfg = model.cfg
     if opts.freeze == "backbone":
         for p in model.backbone.parameters():
@@ -182,8 +237,9 @@ def train(opts: TrainOptions) -> dict:
     model = model.to(memory_format=torch.channels_last)
     ema = EMA(model)
     opt = torch.optim.AdamW(_param_groups(model, opts.weight_decay), lr=opts.lr)
-    train_set = DetectionDataset(train_data, cfg.input_size, augment=True, seed=opts.seed)
-    val_set = DetectionDataset(val_data, cfg.input_size, augment=False)
+    norm = (cfg.norm_mean, cfg.norm_std)
+    train_set = DetectionDataset(train_data, cfg.input_size, augment=True, seed=opts.seed, norm=norm)
+    val_set = DetectionDataset(val_data, cfg.input_size, augment=False, norm=norm)
     grid = grid_tensors(anchor_grid(cfg.input_size, list(STRIDES), cfg.anchors))
     steps_per_epoch = math.ceil(len(train_set) / opts.batch)
     total_steps, warmup = opts.epochs * steps_per_epoch, min(300, steps_per_epoch * 2)
@@ -231,7 +287,7 @@ def train(opts: TrainOptions) -> dict:
               f"[{row['elapsed_s']:.0f}s]", flush=True)
         state = {"config": cfg.to_dict(), "model": model.state_dict(), "ema": ema.model.state_dict(),
                  "optimizer": opt.state_dict(), "ema_updates": ema.updates, "epoch": epoch, "history": history,
-                 "class_names": train_data.class_names, "seed": opts.seed}
+                 "class_names": train_data.class_names, "seed": opts.seed, "init": init}
         torch.save(state, opts.out / "last.pt")
         if metrics["map50_95"] >= best:
             best = metrics["map50_95"]

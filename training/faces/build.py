@@ -1,6 +1,7 @@
 """The face half of ``make models``: synthetic identities → face detector (transfer from the object
-detector), landmark regressor, embedder → ONNX in models/ → threshold calibrated through the serving
-pipeline on validation identities → held-out figures through the HTTP API and the eigenfaces baseline.
+detector), landmark regressor, embedder → ONNX in models/synthetic/ → threshold calibrated through
+the serving pipeline on validation identities → held-out figures through the HTTP API and the
+eigenfaces baseline.
 
 Identity sets never overlap: an identity is drawn from (seed, index), and each set has its own seed.
 """
@@ -72,9 +73,9 @@ def build_faces(work: Path, models: Path, cfg: FaceBuild, detector_checkpoint: P
     seconds = {"generate": round(generated)}
 
     t = time.time()
-    # the object detector of this build if there is one, else the bundled ONNX file's weights
-    init = next((p for p in (detector_checkpoint, models / "detector.onnx", models.parent / "detector.onnx")
-                 if p and p.exists()), None)
+    # the object detector of this build if there is one, else the synthetic detector's ONNX weights
+    # beside these models (models/synthetic/detector.onnx)
+    init = next((p for p in (detector_checkpoint, models / "detector.onnx") if p and p.exists()), None)
     train(TrainOptions(data=train_dir, val=val_dir, out=work / "face-detector-run", epochs=cfg.detector_epochs,
                        resume=True, init_from=init, limit=cfg.detector_photos, **FACE_DETECTOR_RECIPE))
     det_path, det_diff = export_detector(work / "face-detector-run" / "best.pt", models / "face_detector.onnx",
