@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from app.models.anchor_detector import ObjectDetector
+from app.models import load_detector
+from app.models.anchor_detector import Detector
 from app.imaging import decode_image
 from app.settings import Settings
 from bench.gallery_search import DEFAULT_RUNS as GALLERY_RUNS
@@ -72,7 +73,7 @@ BRIEF = Profile("brief", raw_calls=((1, 300, 20), (8, 100, 10), (16, 100, 10)), 
                 runtime_rounds=2, overload_seconds=10.0, soak_seconds=60.0, mixed_seconds=8.0)
 
 
-def _model_info(detector: ObjectDetector, path: Path) -> dict:
+def _model_info(detector: Detector, path: Path) -> dict:
     m = detector.meta
     return {"name": m.name, "version": m.version, "input_size": m.input_size, "class_names": m.class_names,
             **describe_model(path)}
@@ -80,7 +81,7 @@ def _model_info(detector: ObjectDetector, path: Path) -> dict:
 
 def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings) -> dict:
     """Sections 1 and 2, with the detector loaded here and dropped afterwards."""
-    detector = ObjectDetector.load(model, settings)
+    detector = load_detector(model, settings)
     tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
     served = detector.runner.io_binding
     raw = [bench_raw_bound(detector, tensors, b, calls, warm, served) for b, calls, warm in p.raw_calls]
@@ -96,6 +97,22 @@ def _in_process(model: Path, jpegs: list[bytes], p: Profile, settings: Settings)
     return out
 
 
+def _detectors(models: list[Path], jpegs: list[bytes], p: Profile, settings: Settings) -> list[dict]:
+    """Section 1b: each detector's raw batch-1 run and in-process pipeline, one after another."""
+    out = []
+    for path in models:
+        detector = load_detector(path, settings)
+        tensors = [detector.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
+        calls, warm = p.raw_calls[0][1:]
+        raw = bench_raw_bound(detector, tensors, 1, calls, warm, detector.runner.io_binding)
+        pipe = bench_pipeline(detector, jpegs, p.pipeline_images, p.pipeline_warmup, settings.max_pixels)
+        out.append({"model": _model_info(detector, path), "family": detector.meta.family,
+                    "raw_batch1": raw, "pipeline": pipe})
+        del detector
+        gc.collect()
+    return out
+
+
 def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
     with uvicorn_server(model.parent, settings=FIXED_LIMIT) as server:   # 16 clients: no adaptive refusals
         levels = [bench_level(server, jpegs, c, p.http_seconds, p.http_warmup_s) for c in p.http_clients]
@@ -103,7 +120,7 @@ def _http(model: Path, jpegs: list[bytes], p: Profile) -> dict:
         faces = (bench_faces(server, p.face_rounds, p.face_clients)
                  if (model.parent / "face_embedder.onnx").is_file() else None)
         segment = (bench_segment(server, jpegs, p.segment_requests, 3)
-                   if (model.parent / "segmenter.onnx").is_file() else None)
+                   if any((model.parent / n).is_file() for n in ("segmenter.onnx", "person_segmenter.onnx")) else None)
     return {"provider": provider, "seconds": p.http_seconds, "warmup_s": p.http_warmup_s, "levels": levels,
             "faces": faces, "segment": segment}
 
@@ -116,7 +133,8 @@ def _ratios(r: dict) -> dict:
     return out
 
 
-def run(model: Path, p: Profile, seed: int) -> dict:
+def run(model: Path, p: Profile, seed: int, compare: list[Path] | None = None) -> dict:
+    compare = [c for c in (compare or []) if c.is_file() and c.resolve() != model]
     t0 = time.perf_counter()
 
     def step(what: str) -> None:        # progress on stderr: the report itself comes at the end
@@ -128,6 +146,8 @@ def run(model: Path, p: Profile, seed: int) -> dict:
                     "bytes_mean": sum(map(len, jpegs)) / len(jpegs)}}
     step("1-2: raw ONNX Runtime and the in-process pipeline")
     r.update(_in_process(model, jpegs, p, Settings(inference_instances=1)))   # one run at a time, all cores
+    step("1b: the served detector beside the others asked for")
+    r["detectors"] = _detectors([model, *compare], jpegs, p, Settings(inference_instances=1))
     step("3, 7, 8: HTTP /detect, faces, segmentation")
     r["http"] = _http(model, jpegs, p)
     r["ratios"] = _ratios(r)
@@ -150,8 +170,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="tiny iteration counts, 1 and 2 clients (seconds)")
     size.add_argument("--brief", action="store_true",
                       help="every section and level, shorter (a few minutes; for a GPU lent for a while)")
-    ap.add_argument("--model", type=Path, default=ROOT / "models" / "synthetic" / "detector.onnx",
-                    help="detector to measure; the HTTP server serves this file's folder")
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "object_detector.onnx",
+                    help="detector to measure (default: the served one); the HTTP server serves this file's folder")
+    ap.add_argument("--compare", type=Path, nargs="*", default=[ROOT / "models" / "synthetic" / "detector.onnx"],
+                    help="other detectors measured beside it in section 1b (default: the project's own)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json", help="JSON figures")
     ap.add_argument("--md", type=Path, default=ROOT / "bench" / "results.md", help="markdown tables")
     ap.add_argument("--seed", type=int, default=0, help="seed for the test images and NMS boxes")
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = QUICK if args.quick else BRIEF if args.brief else DEFAULT
     if args.soak_seconds is not None:
         profile = replace(profile, soak_seconds=args.soak_seconds)
-    results = run(args.model.resolve(), profile, args.seed)
+    results = run(args.model.resolve(), profile, args.seed, [c.resolve() for c in args.compare])
     print(format_text(results), end="")
     for path, text in ((args.out, json.dumps(results, indent=2) + "\n"), (args.md, format_markdown(results))):
         path.parent.mkdir(parents=True, exist_ok=True)

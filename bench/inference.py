@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from app.models.anchor_detector import ObjectDetector
+from app.models.anchor_detector import Detector
 from bench.stats import summarize_ms, time_calls
 
 
@@ -16,7 +16,7 @@ def make_batch(tensors: list[np.ndarray], batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([tensors[i % len(tensors)] for i in range(batch)], axis=0))
 
 
-def bench_raw(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, iterations: int,
+def bench_raw(detector: Detector, tensors: list[np.ndarray], batch: int, iterations: int,
               warmup: int) -> dict:
     """``detector.run`` on one fixed batch: per-call ms, images/s (from the median call) and this
     process's CPU time per image (every ONNX Runtime thread's)."""
@@ -31,7 +31,7 @@ def bench_raw(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, i
             "cpu_ms_per_image": cpu * 1000 / (iterations * batch)}
 
 
-def bench_raw_bound(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, iterations: int, warmup: int,
+def bench_raw_bound(detector: Detector, tensors: list[np.ndarray], batch: int, iterations: int, warmup: int,
                     io_binding: bool) -> dict:
     """``bench_raw`` with the runner's IO binding set as asked (restored afterwards), which the figures
     name."""
@@ -42,7 +42,7 @@ def bench_raw_bound(detector: ObjectDetector, tensors: list[np.ndarray], batch: 
         detector.runner.io_binding = served
 
 
-def bench_raw_side_by_side(detector: ObjectDetector, tensors: list[np.ndarray], batch: int, runs: int,
+def bench_raw_side_by_side(detector: Detector, tensors: list[np.ndarray], batch: int, runs: int,
                            iterations: int, warmup: int) -> dict:
     """``runs`` threads each calling ``detector.run`` on its own fixed batch ``iterations`` times at
     once (the server's instances): images/s over the wall time of all of them, and this process's

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from app.models.anchor_detector import DetectParams, ObjectDetector
+from app.models.anchor_detector import DetectParams, Detector
 from app.imaging import decode_image
 from app.pipeline import run_steps
 from bench.stats import summarize_ms
@@ -14,7 +14,7 @@ from bench.stats import summarize_ms
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 
-def _one(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectParams,
+def _one(detector: Detector, data: bytes, max_pixels: int, params: DetectParams,
          shrink: bool = True) -> tuple[list[float], int]:
     """Seconds of each stage for one JPEG, and the number of detections; ``shrink``: decoded as
     ``POST /detect`` decodes it (a large JPEG already shrunk), else at full size."""
@@ -26,7 +26,7 @@ def _one(detector: ObjectDetector, data: bytes, max_pixels: int, params: DetectP
     return [decode_s, *stages_s], len(dets.scores)
 
 
-def bench_pipeline(detector: ObjectDetector, jpegs: list[bytes], iterations: int, warmup: int,
+def bench_pipeline(detector: Detector, jpegs: list[bytes], iterations: int, warmup: int,
                    max_pixels: int) -> dict:
     """Median ms per stage (and in total) over ``iterations`` images, cycling through ``jpegs``."""
     params = DetectParams()
@@ -46,7 +46,7 @@ def bench_pipeline(detector: ObjectDetector, jpegs: list[bytes], iterations: int
             "jpeg_bytes_mean": float(np.mean([len(j) for j in jpegs]))}
 
 
-def bench_large_photo(detector: ObjectDetector, data: bytes, size: tuple[int, int], iterations: int,
+def bench_large_photo(detector: Detector, data: bytes, size: tuple[int, int], iterations: int,
                       max_pixels: int) -> dict:
     """One large JPEG (a phone photo's size) through the pipeline, decoded as ``POST /detect`` does
     (already shrunk in the JPEG's DCT) and at full size: median ms per stage, and how many

@@ -47,6 +47,18 @@ def raw_table(r: dict) -> Table:
                     "runs" if binding else ""))
 
 
+def detectors_table(r: dict) -> Table:
+    rows = [[d["model"]["name"], d["family"], str(d["model"]["input_size"]), str(len(d["model"]["class_names"])),
+             _f(d["model"]["bytes"] / 1e6, 1),
+             _f(d["raw_batch1"]["median_ms"], 2), _f(d["pipeline"]["total"]["median_ms"], 2),
+             _f(d["pipeline"]["images_per_s"])] for d in r["detectors"]]
+    return Table("1b. The served detector beside the project's own (batch 1, one run at a time, all cores)",
+                 ["model", "family", "input px", "classes", "MB", "raw median ms", "pipeline median ms",
+                  "pipeline images/s"], rows,
+                 "the same 640x480 JPEGs through each model's own decode, letterbox and decoding; the first row is "
+                 "the detector sections 1-3 and 9 measure")
+
+
 def pipeline_table(r: dict) -> Table:
     p = r["pipeline"]
     rows = [[name, _f(s["median_ms"], 2), _f(s["p90_ms"], 2)] for name, s in p["stages"].items()]
@@ -321,7 +333,7 @@ def tables(r: dict) -> list[Table]:
     segment = [segment_table(r)] if r.get("http", {}).get("segment") else []
     runtime = runtime_tables(r) if r.get("runtime") else []
     large = [large_photo_table(r)] if "large_photo" in r else []
-    return [raw_table(r), pipeline_table(r), *large, http_table(r), ratio_table(r), nms_table(r), *gallery, *faces, *segment,
+    return [raw_table(r), *([detectors_table(r)] if r.get("detectors") else []), pipeline_table(r), *large, http_table(r), ratio_table(r), nms_table(r), *gallery, *faces, *segment,
             *runtime]
 
 

@@ -43,7 +43,8 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.models.anchor_detector import DetectParams, ObjectDetector
+from app.models import load_detector
+from app.models.anchor_detector import DetectParams, Detector
 from app.imaging import decode_image
 from app.runtime import thread_plan
 from app.settings import Settings
@@ -65,10 +66,14 @@ ROOT_MODELS = ROOT / "models"          # (the floor app reads none)
 
 
 def batch_totals(server: Server) -> tuple[float, float]:
-    """``(rows, runs)`` of the detector's batcher so far, from ``/metrics`` (prometheus-client's parser)."""
+    """``(rows, runs)`` of the batchers so far, from ``/metrics`` (prometheus-client's parser): these
+    servers answer only ``/detect`` here, so every batch counted is the detector's, whatever its name."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    found = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
-             if s.labels.get("model") == "detector"}
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in ("sightline_batch_size_sum", "sightline_batch_size_count"):
+                found[s.name] = found.get(s.name, 0.0) + s.value
     return found.get("sightline_batch_size_sum", 0.0), found.get("sightline_batch_size_count", 0.0)
 
 
@@ -277,7 +282,7 @@ def learnt_overload(server: Server, jpegs: list[bytes], rate: float, seconds: fl
             "unloaded_latency": summarize_ms([r.seconds for r in alone if r.status == 200])}
 
 
-def front_cpu_ms(detector: ObjectDetector, jpegs: list[bytes], max_pixels: int, images: int = 100) -> dict:
+def front_cpu_ms(detector: Detector, jpegs: list[bytes], max_pixels: int, images: int = 100) -> dict:
     """CPU ms per photo (mean over ``images``, on this thread) of the vision work ``POST /detect``
     does around the model for each photo: decoding, letterbox into the input tensor, and boxes from
     the model's rows (NMS included), each as the server does it (OpenCV on one thread per call);
@@ -380,8 +385,8 @@ class RawBound:
 
     def __init__(self, model: Path, settings: Settings, jpegs: list[bytes]) -> None:
         self.plan = thread_plan(settings)
-        self.side = ObjectDetector.load(model, settings)
-        self.whole = ObjectDetector.load(model, settings.model_copy(update={"inference_instances": 1,
+        self.side = load_detector(model, settings)
+        self.whole = load_detector(model, settings.model_copy(update={"inference_instances": 1,
                                                                              "intra_op_threads": 0}))
         self.tensors = [self.side.preprocess(decode_image(j, settings.max_pixels).rgb)[0] for j in jpegs]
 

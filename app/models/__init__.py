@@ -10,7 +10,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from app.models.anchor_detector import ObjectDetector
+from app.models.anchor_detector import Detector, ObjectDetector
 from app.models.base import OnnxModel
 from app.models.embedder import FaceEmbedder
 from app.models.landmarks import LandmarkModel
@@ -20,7 +20,8 @@ from app.models.scrfd import ScrfdDetector
 from app.models.segmenter import Segmenter
 from app.models.ssd_detector import BoxesDetector
 from app.models.yolo import YoloDetector, YoloSegDetector
-from app.runtime import ModelLoadError
+from app.runtime import ModelLoadError, create_session, read_metadata
+from app.settings import Settings
 
 MODEL_CLASSES: tuple[type[OnnxModel], ...] = (ObjectDetector, NanoDetDetector, BoxesDetector, ScrfdDetector,
                                                LandmarkModel, FaceEmbedder, Segmenter, YoloDetector, YoloSegDetector)
@@ -41,3 +42,14 @@ def load_model(session: ort.InferenceSession, raw: dict[str, Any], path: Path) -
     if not isinstance(family, str):
         raise ModelLoadError(f"{path.name}: its metadata names no family (write one with python -m app.models import)")
     return model_class(family).from_session(session, raw, path)
+
+
+def load_detector(path: Path, settings: Settings) -> Detector:
+    """A detection model file of any family, loaded alone (benchmarks, scripts), its runs following
+    ``settings``' thread plan."""
+    session = create_session(path, settings)
+    model = load_model(session, read_metadata(session), path)
+    if not isinstance(model, Detector):
+        raise ModelLoadError(f"{path.name}: a {model.meta.family} model is not an object detector")
+    model.runner.follow(settings)
+    return model
