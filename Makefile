@@ -40,8 +40,8 @@ test: $(VENV)/.train
 models: $(VENV)/.train
 	$(BIN)/python -m training.build_models --out models/synthetic
 
-# Convert the real pretrained face models from their registry packages into models/, each proven
-# against its original runtime (dlib-bin, face-api in Node.js) and checked on real photos.
+# Convert the real pretrained models from their registry packages into models/, each proven against
+# its original runtime (dlib-bin; face-api and TF.js in Node.js) and checked on real photos.
 import-models: $(VENV)/.convert
 	$(BIN)/python -m training.pretrained --out models
 
