@@ -80,15 +80,22 @@ def load_onnx_weights(model: nn.Module, path: Path, example: torch.Tensor | None
         bias = bias if bias is not None else np.zeros(weight.shape[0], np.float32)
         if k == 0 and input_norm is not None:
             weight, bias = _renormalize(weight, bias, *input_norm)
-        conv.weight.copy_(torch.tensor(weight))
-        b = torch.tensor(bias)
-        if conv in bns:
-            bn = bns[conv]
-            bn.weight.fill_(1.0)
-            bn.bias.copy_(b)
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-        elif conv.bias is not None:
-            conv.bias.copy_(b)
+        copy_folded(conv, bns, weight, bias)
         copied += 1
     return copied, len(convs)
+
+
+@torch.no_grad()
+def copy_folded(conv: nn.Conv2d, bns: dict[nn.Conv2d, nn.BatchNorm2d], weight: np.ndarray, bias: np.ndarray) -> None:
+    """A file's (folded) convolution into ``conv``; its batch norm re-opened as the identity carrying
+    the bias, so that eval mode computes ``conv(x) + bias`` as the file does."""
+    conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight, np.float32)))
+    b = torch.from_numpy(np.ascontiguousarray(bias, np.float32))
+    if conv in bns:
+        bn = bns[conv]
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(b)
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+    elif conv.bias is not None:
+        conv.bias.copy_(b)

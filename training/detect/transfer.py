@@ -33,7 +33,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from training.detect.model import Detector, DetectorConfig, make_backbone
-from training.detect.onnx_weights import _batch_norm_after, _execution_order
+from training.detect.onnx_weights import _batch_norm_after, _execution_order, copy_folded as _copy
 
 
 class TransferError(ValueError):
@@ -119,22 +119,6 @@ def _shape(conv: nn.Conv2d | SourceConv) -> str:
     groups = conv.groups
     stride = tuple(conv.stride)
     return f"{tuple(weight.shape)} stride {stride[0]}{f' groups {groups}' if groups > 1 else ''}"
-
-
-@torch.no_grad()
-def _copy(conv: nn.Conv2d, bns: dict[nn.Conv2d, nn.BatchNorm2d], weight: np.ndarray, bias: np.ndarray) -> None:
-    """The file's (folded) convolution into ``conv``; its batch norm re-opened as the identity carrying
-    the bias, so that eval mode computes ``conv(x) + bias`` as the file does."""
-    conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
-    b = torch.from_numpy(np.ascontiguousarray(bias))
-    if conv in bns:
-        bn = bns[conv]
-        bn.weight.fill_(1.0)
-        bn.bias.copy_(b)
-        bn.running_mean.zero_()
-        bn.running_var.fill_(1.0 - bn.eps)
-    elif conv.bias is not None:
-        conv.bias.copy_(b)
 
 
 def _prefix(convs: list[nn.Conv2d], source: list[SourceConv]) -> int:

@@ -136,34 +136,32 @@ def write_card(out: Path, name: str, extra: dict[str, Any]) -> Path:
     return target
 
 
-def real_photo_figures(out: Path) -> dict[str, object]:
-    """The stack on real photos through HTTP, served from ``out`` (an empty gallery)."""
+def served_figures(out: Path, evaluate) -> dict[str, object]:
+    """``evaluate(client)`` through HTTP on the models in ``out``, served with an empty gallery."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.settings import Settings
-    from training.pretrained.realphotos import evaluate
 
     with tempfile.TemporaryDirectory() as data:
         with TestClient(create_app(Settings(models_dir=out, data_dir=Path(data)))) as client:
             while client.get("/readyz").status_code != 200:
                 time.sleep(0.05)
             return evaluate(client)
+
+
+def real_photo_figures(out: Path) -> dict[str, object]:
+    """The face stack on real photos (``training.pretrained.realphotos``)."""
+    from training.pretrained.realphotos import evaluate
+
+    return served_figures(out, evaluate)
 
 
 def real_object_figures(out: Path) -> dict[str, object]:
-    """The object detector and the segmenter on real photos through HTTP, served from ``out``."""
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from app.settings import Settings
+    """The object detector and the segmenter on real photos (``training.pretrained.realobjects``)."""
     from training.pretrained.realobjects import evaluate
 
-    with tempfile.TemporaryDirectory() as data:
-        with TestClient(create_app(Settings(models_dir=out, data_dir=Path(data)))) as client:
-            while client.get("/readyz").status_code != 200:
-                time.sleep(0.05)
-            return evaluate(client)
+    return served_figures(out, evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:
