@@ -84,6 +84,10 @@ def render(models: Path) -> str:
            "it came from. Generated from `models/*.card.json` by `python -m training.pretrained.cards`.", ""]
     stack = json.loads((models / "faces.card.json").read_text())
     out += _real_photos(stack["real_photos"])
+    out += ["Known limit: the two painted portraits (Gauss, Newton) come out close enough to be verified as "
+            "one person; dlib's own pipeline puts them at 0.601, on its published threshold of 0.6. The 1:1 "
+            "threshold starts from that published operating point: calibrate it on your own people "
+            "(`POST /admin/calibration`, `make calibrate`).", ""]
     for name in NAMES:
         out += _card_section(name, json.loads((models / f"{name}.card.json").read_text()))
     return "\n".join(out)
@@ -125,6 +129,12 @@ def render_objects(models: Path) -> str:
            "`python -m training.pretrained.cards`. The project's own synthetic-trained detector and U-Net "
            "are described in [models.md](models.md).", ""]
     out += _real_objects(json.loads((models / "objects.card.json").read_text())["real_photos"])
+    out += ["Known limits: NanoDet-g is a small model (COCO val2017 mAP 22.9, its v0.4.2 README) whose scores "
+            "are IoU-aware quality estimates, lower than other detectors' for the same confidence (0.3 is a good "
+            "cut-off); it misses the objects listed above. For more, serve a larger detector you may use "
+            "([your own YOLO export](models.md#bring-your-own-yolo-export-ultralytics-yolov5-yolov8-yolo11)) or "
+            "fine-tune ([fine-tuning.md](fine-tuning.md)). The selfie segmenter marks any main subject; the served "
+            "file keeps its person pixels inside the detector's person boxes (`box_gate`).", ""]
     for name in OBJECT_NAMES:
         out += _card_section(name, json.loads((models / f"{name}.card.json").read_text()))
     return "\n".join(out)
